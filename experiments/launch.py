@@ -1,0 +1,138 @@
+"""Flags and `main` shared by every experiment: parse, pick the accelerator, train or evaluate.
+
+An experiment module only names its defaults (`define_flags(Config(...))`) and calls `app.run(main)`;
+everything else, including the one training loop, lives in `zoo`.
+"""
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+import typing
+from pathlib import Path
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only reads data here: keep it quiet.
+
+from absl import app, flags
+from absl import logging as absl_logging
+
+from zoo.errors import ZooError
+from zoo.training.config import Config
+
+FLAGS = flags.FLAGS
+
+_HELP = {
+    'dataset': 'TFDS dataset name.',
+    'model': 'Model name from zoo.models.MODELS.',
+    'epochs': 'Number of passes over --train_split.',
+    'batch_size': 'Global batch size; must divide by the number of devices.',
+    'eval_batch_size': 'Global eval batch size; the last batch is padded and masked.',
+    'optimizer': 'adam | adamw | sgd (momentum --momentum, --nesterov).',
+    'learning_rate': 'Peak learning rate.',
+    'schedule': 'constant | cosine | warmup_cosine | onecycle (optax schedules).',
+    'warmup_epochs': 'Linear warm-up length for --schedule=warmup_cosine.',
+    'momentum': 'SGD momentum.',
+    'nesterov': 'Nesterov momentum for SGD.',
+    'weight_decay': 'Weight decay on kernels (decoupled for adamw, L2 for adam and sgd).',
+    'label_smoothing': 'Label smoothing for the cross-entropy loss.',
+    'augment': 'Random crop (4 px padding) and horizontal flip of training images.',
+    'seed': 'Seeds parameters, data order, augmentation and dropout.',
+    'train_split': 'TFDS split to train on (slicing works: "train[:45000]").',
+    'eval_split': 'TFDS split to evaluate on after every epoch and in --mode=eval.',
+    'checkpoint_every_steps': 'Also checkpoint every this many steps (0: once per epoch).',
+    'keep_checkpoints': 'How many recent checkpoints to keep.',
+    'log_every_steps': 'Progress line every this many steps.',
+    'vocab_size': 'Text only: vocabulary size, OOV and padding ids included.',
+    'max_length': 'Text only: tokens per example after post-padding/truncation.',
+}
+
+# Flags that change what is evaluated, not what was trained: allowed to differ in --mode=eval.
+_EVAL_OVERRIDES = ('eval_split', 'eval_batch_size')
+
+
+def define_flags(defaults: Config) -> None:
+  """Defines --accelerator, --mode, --workdir, --data_dir, multi-host flags and one flag per Config field."""
+  flags.DEFINE_enum('accelerator', 'auto', ['auto', 'cpu', 'gpu', 'tpu'],
+                    'Where JAX computes; auto takes the best available.')
+  flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                    'train (resumes from the workdir\'s latest checkpoint) or eval (a workdir\'s checkpoint).')
+  flags.DEFINE_string('workdir', None, 'Run directory: config, checkpoints, history, plots, TensorBoard. '
+                      'Default: workdirs/<dataset>_<model>.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).')
+  flags.DEFINE_integer('checkpoint_step', None, '--mode=eval: evaluate this step instead of the latest.')
+  for field in dataclasses.fields(Config):
+    default = getattr(defaults, field.name)
+    kind = typing.get_args(field.type)[0] if typing.get_origin(field.type) is typing.Union else field.type
+    define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+              str: flags.DEFINE_string}[kind]
+    define(field.name, default, _HELP[field.name])
+
+
+def config_from_flags() -> Config:
+  return Config(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)})
+
+
+def _workdir() -> Path:
+  return Path(FLAGS.workdir or f'workdirs/{FLAGS.dataset}_{FLAGS.model}')
+
+
+def select_accelerator(name: str) -> None:
+  """Pins JAX to the asked platform before any computation; one line if it is not there."""
+  import jax
+  platforms = {'cpu': 'cpu', 'gpu': 'cuda,rocm', 'tpu': 'tpu'}.get(name)
+  if platforms:
+    jax.config.update('jax_platforms', platforms)
+  try:
+    devices = jax.devices()
+  except RuntimeError as e:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ZooError(f'--accelerator={name}: JAX finds no {name.upper()} here ({reason}); install the '
+                   f'matching extra (pip install -e ".[cuda]" or ".[tpu]") or pass --accelerator=cpu') from e
+  if name == 'gpu' and devices[0].platform not in ('gpu', 'cuda', 'rocm'):
+    raise ZooError(f'--accelerator=gpu: JAX sees only {devices[0].platform} devices; '
+                   'install the CUDA extra (pip install -e ".[cuda]") or pass --accelerator=cpu')
+
+
+def _check_eval_flags(workdir: Path) -> None:
+  """In eval mode the recorded config rules; a contradicting flag is a mistake worth naming."""
+  from zoo.training import config as config_lib
+  recorded = config_lib.read_recorded(workdir)
+  if recorded is None:
+    return
+  for field in dataclasses.fields(Config):
+    if field.name not in _EVAL_OVERRIDES and FLAGS[field.name].present:
+      if FLAGS[field.name].value != getattr(recorded, field.name):
+        raise ZooError(f'--{field.name}={FLAGS[field.name].value} contradicts {workdir}, which was trained '
+                       f'with {field.name}={getattr(recorded, field.name)!r}; drop the flag or pass another --workdir')
+
+
+def _configure_logging() -> None:
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax and TFDS chatter (INFO, WARNING) goes through absl
+  logging.getLogger('zoo').setLevel(logging.INFO)
+
+
+def run(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  _configure_logging()
+  try:
+    select_accelerator(FLAGS.accelerator)
+    from zoo.training import loop
+    workdir = _workdir()
+    if FLAGS.mode == 'eval':
+      _check_eval_flags(workdir)
+      split = FLAGS.eval_split if FLAGS['eval_split'].present else None
+      report = loop.evaluate(workdir, FLAGS.data_dir, split=split, step=FLAGS.checkpoint_step)
+      print(json.dumps(report), flush=True)
+      return
+    start = time.perf_counter()
+    history = loop.train_and_evaluate(config_from_flags(), workdir, FLAGS.data_dir)
+    summary = {'workdir': str(workdir), 'epochs': len(history),
+               'eval_split': FLAGS.eval_split, 'wall_seconds': round(time.perf_counter() - start, 1)}
+    if history:
+      summary.update(eval_accuracy=history[-1]['eval_accuracy'], eval_loss=history[-1]['eval_loss'])
+    print(json.dumps(summary), flush=True)
+  except ZooError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)

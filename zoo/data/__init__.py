@@ -1,0 +1,16 @@
+"""Datasets by the names `--dataset` accepts; each loads splits and preprocesses batches.
+
+A dataset class takes (config, data_dir, workdir) and offers `model_kwargs()`, `load(split)` ->
+ArraySplit, `preprocess(inputs, noise)` and `noise_per_example` (random numbers its augmentation
+draws per example; 0 for none).
+"""
+from zoo.data.cifar import Cifar10
+from zoo.errors import ZooError
+
+DATASETS = {'cifar10': Cifar10}
+
+
+def open_dataset(config, data_dir, workdir):
+  if config.dataset not in DATASETS:
+    raise ZooError(f'unknown dataset {config.dataset!r}; choose one of: {", ".join(sorted(DATASETS))}')
+  return DATASETS[config.dataset](config, data_dir, workdir)

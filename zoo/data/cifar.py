@@ -1,0 +1,41 @@
+"""CIFAR-10 from TFDS: uint8 images in memory, scaled to [0, 1] per batch, optional crop+flip."""
+import tensorflow as tf
+
+from zoo.data import tfds_source
+from zoo.data.pipeline import ArraySplit
+from zoo.training.config import Config
+
+PAD = 4  # Random-crop padding, in pixels (the standard CIFAR recipe of He et al. 2016).
+
+
+class Cifar10:
+  name = 'cifar10'
+
+  def __init__(self, config: Config, data_dir: str | None, workdir=None):
+    del workdir  # Nothing is learned from the data: no vocabulary to keep.
+    self.config = config
+    self.data_dir = data_dir
+    self.noise_per_example = 3 if config.augment else 0  # crop row, crop column, flip
+
+  def model_kwargs(self) -> dict:
+    return {'num_classes': 10}
+
+  def load(self, split: str) -> ArraySplit:
+    arrays = tfds_source.load_split(self.name, split, self.data_dir)
+    return ArraySplit(inputs=arrays['image'], labels=arrays['label'].astype('int32'))
+
+  def preprocess(self, images: tf.Tensor, noise: tf.Tensor | None) -> tf.Tensor:
+    if noise is not None:
+      images = random_crop_and_flip(images, noise)
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def random_crop_and_flip(images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+  """Per-example random 32x32 crop of the reflect-padded image and a coin-flip mirror, vectorised."""
+  height, width = images.shape[1], images.shape[2]
+  padded = tf.pad(images, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]], mode='REFLECT')
+  offsets = tf.cast(noise[:, :2] * (2 * PAD + 1), tf.int32)
+  rows = offsets[:, :1] + tf.range(height)[None]
+  cols = offsets[:, 1:2] + tf.range(width)[None]
+  crops = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+  return tf.where(noise[:, 2, None, None, None] < 0.5, tf.reverse(crops, axis=[2]), crops)

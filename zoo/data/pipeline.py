@@ -1,0 +1,82 @@
+"""From an in-memory split to per-process numpy batches, through tf.data.
+
+The example order is a function of (seed, epoch) and the *global* batch only: every process
+computes the same global batches and keeps its own rows of each, so 1 process with N devices and N
+processes with one device each see exactly the same data, and a run resumed at step k of an epoch
+sees exactly the batches an uninterrupted run would have. Random augmentation draws its numbers
+here too, per global example, for the same reason.
+"""
+import dataclasses
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import tensorflow as tf
+
+# (inputs batch, per-example uniform noise in [0, 1) or None at eval) -> model-ready inputs.
+Preprocess = Callable[[tf.Tensor, Optional[tf.Tensor]], tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySplit:
+  """One split held in memory: raw model inputs and integer labels, indexed by example."""
+  inputs: np.ndarray
+  labels: np.ndarray
+
+  @property
+  def num_examples(self) -> int:
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessSlice:
+  """Which rows of every global batch this process feeds to its devices."""
+  index: int = 0
+  count: int = 1
+
+  def of(self, global_batch: int) -> slice:
+    local = global_batch // self.count
+    return slice(self.index * local, (self.index + 1) * local)
+
+
+def steps_per_epoch(num_examples: int, global_batch: int) -> int:
+  return num_examples // global_batch  # The ragged remainder is dropped; the order reshuffles it.
+
+
+def train_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: int, seed: int,
+                  epoch: int, start_step: int = 0, noise_per_example: int = 0,
+                  process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
+  """This process's share of the epoch's global batches, from `start_step` on."""
+  steps = steps_per_epoch(split.num_examples, global_batch)
+  rng = np.random.default_rng([seed, epoch])
+  order = rng.permutation(split.num_examples)[:steps * global_batch].reshape(steps, global_batch)
+  noise = rng.random((steps, global_batch, noise_per_example), dtype=np.float32)
+  rows = process.of(global_batch)
+  order, noise = order[start_step:, rows], noise[start_step:, rows]
+  inputs, labels = tf.constant(split.inputs), tf.constant(split.labels)
+
+  def make_batch(indices, batch_noise):
+    return {'inputs': preprocess(tf.gather(inputs, indices), batch_noise if noise_per_example else None),
+            'label': tf.gather(labels, indices),
+            'mask': tf.ones_like(indices, dtype=tf.float32)}
+
+  dataset = tf.data.Dataset.from_tensor_slices((order, noise))
+  dataset = dataset.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def eval_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: int,
+                 process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
+  """Every example exactly once: the last global batch is padded and its padding masked out."""
+  steps = -(-split.num_examples // global_batch)
+  positions = np.arange(steps * global_batch).reshape(steps, global_batch)[:, process.of(global_batch)]
+  mask = (positions < split.num_examples).astype(np.float32)
+  indices = np.where(mask > 0, positions, 0)
+  inputs, labels = tf.constant(split.inputs), tf.constant(split.labels)
+
+  def make_batch(batch_indices, batch_mask):
+    return {'inputs': preprocess(tf.gather(inputs, batch_indices), None),
+            'label': tf.gather(labels, batch_indices), 'mask': batch_mask}
+
+  dataset = tf.data.Dataset.from_tensor_slices((indices, mask))
+  dataset = dataset.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

@@ -1,0 +1,19 @@
+"""The seed's "deep neural network": a multilayer perceptron over flattened inputs."""
+from typing import Sequence
+
+import flax.linen as nn
+
+
+class MLP(nn.Module):
+  """Dense-ReLU layers of `hidden_sizes`, dropout between them, then a linear classifier."""
+  num_classes: int = 10
+  hidden_sizes: Sequence[int] = (512, 256)
+  dropout_rate: float = 0.2
+
+  @nn.compact
+  def __call__(self, inputs, train: bool = False):
+    x = inputs.reshape((inputs.shape[0], -1))
+    for size in self.hidden_sizes:
+      x = nn.relu(nn.Dense(size)(x))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)

@@ -1,0 +1,88 @@
+"""The run's hyperparameters, recorded in the workdir so that a workdir describes itself.
+
+`config.json` beside the checkpoints holds every field below. Evaluating, predicting or resuming
+reads it back, so `--mode=eval --workdir=W` needs no other flag but `--data_dir`.
+"""
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+from zoo.errors import ZooError
+
+CONFIG_FILE = 'config.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  dataset: str = 'cifar10'
+  model: str = 'simple_cnn'
+  epochs: int = 10
+  batch_size: int = 32           # global: split evenly over every device of every process
+  eval_batch_size: int = 500     # global; the last eval batch is padded and masked
+  optimizer: str = 'adam'        # adam | adamw | sgd
+  learning_rate: float = 1e-3
+  schedule: str = 'constant'     # constant | cosine | warmup_cosine | onecycle
+  warmup_epochs: float = 0.0
+  momentum: float = 0.9          # sgd only
+  nesterov: bool = False         # sgd only
+  weight_decay: float = 0.0
+  label_smoothing: float = 0.0
+  augment: bool = False          # random crop (4 px reflect padding) + horizontal flip
+  seed: int = 0
+  train_split: str = 'train'
+  eval_split: str = 'test'
+  checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
+  keep_checkpoints: int = 3
+  log_every_steps: int = 200
+  vocab_size: Optional[int] = None  # text datasets only
+  max_length: Optional[int] = None  # text datasets only
+
+  def validate(self, device_count: int) -> None:
+    """Raises ZooError naming the first field a run cannot use, and how to fix it."""
+    if self.epochs <= 0:
+      raise ZooError(f'--epochs={self.epochs}: the number of epochs must be a positive integer')
+    for name in ('batch_size', 'eval_batch_size'):
+      value = getattr(self, name)
+      if value <= 0 or value % device_count:
+        raise ZooError(f'--{name}={value} must be a positive multiple of the device count '
+                       f'({device_count}): it is the global batch, split evenly over the devices')
+    if self.learning_rate <= 0:
+      raise ZooError(f'--learning_rate={self.learning_rate} must be positive')
+    if self.checkpoint_every_steps < 0:
+      raise ZooError('--checkpoint_every_steps must be >= 0 (0 checkpoints once per epoch)')
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> 'Config':
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def read_recorded(workdir: Path) -> Optional[Config]:
+  path = Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return None
+  try:
+    return Config.from_dict(json.loads(path.read_text()))
+  except (json.JSONDecodeError, TypeError) as e:
+    raise ZooError(f'{path} is not a readable config ({e}); restore it or use a new --workdir') from e
+
+
+def record(config: Config, workdir: Path) -> None:
+  """Writes config.json, or checks that a resumed run asks for the config it was started with."""
+  recorded = read_recorded(workdir)
+  if recorded is None:
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / CONFIG_FILE).write_text(config.to_json() + '\n')
+    return
+  differences = [f'{f.name}: {getattr(recorded, f.name)!r} recorded, {getattr(config, f.name)!r} asked'
+                 for f in dataclasses.fields(Config) if getattr(recorded, f.name) != getattr(config, f.name)]
+  if recorded.model != config.model or recorded.dataset != config.dataset:
+    raise ZooError(f'{workdir} holds a {recorded.dataset}/{recorded.model} run, not '
+                   f'{config.dataset}/{config.model}; pass a new --workdir for this run')
+  if differences:
+    raise ZooError(f'{workdir} was started with other settings ({"; ".join(differences)}); '
+                   'rerun with the recorded flags to resume, or pass a new --workdir')

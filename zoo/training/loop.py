@@ -1,0 +1,168 @@
+"""The one training loop every experiment runs, and evaluation from a workdir alone.
+
+Data flow: TFDS split (host memory) -> tf.data batches of this process's rows -> global arrays
+sharded on `data` -> jitted shard_map step -> replicated state -> orbax checkpoint + history.
+"""
+import logging
+import math
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from zoo import checkpoints, reporting
+from zoo.data import open_dataset, pipeline
+from zoo.errors import ZooError
+from zoo.models import create_model
+from zoo.training import config as config_lib
+from zoo.training import steps
+from zoo.training.config import Config
+from zoo.training.optimizers import create_optimizer
+
+# The zoo logs through its own logger so that entry points can show it while keeping orbax's
+# and TensorFlow's INFO chatter (absl's logger) quiet.
+log = logging.getLogger('zoo')
+
+
+def _process_slice() -> pipeline.ProcessSlice:
+  return pipeline.ProcessSlice(jax.process_index(), jax.process_count())
+
+
+def _is_chief() -> bool:
+  return jax.process_index() == 0
+
+
+def _summarise(sums: dict) -> dict:
+  sums = jax.device_get(sums)
+  count = max(float(sums['count']), 1.0)
+  return {'loss': float(sums['loss_sum']) / count, 'accuracy': float(sums['correct']) / count,
+          'num_examples': int(sums['count'])}
+
+
+def _build(config: Config, dataset, sample_split: pipeline.ArraySplit, steps_per_epoch: int, mesh):
+  model = create_model(config.model, **dataset.model_kwargs())
+  tx = create_optimizer(config, steps_per_epoch)
+  sample = np.asarray(dataset.preprocess(sample_split.inputs[:1], None))
+  state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh)
+  return model, state
+
+
+def evaluate_split(state, eval_step, dataset, split: pipeline.ArraySplit, config: Config, mesh) -> dict:
+  """Loss and accuracy over every example of `split`, each counted exactly once."""
+  sums = steps.zero_metrics(mesh)
+  batches = pipeline.eval_batches(split, dataset.preprocess, global_batch=config.eval_batch_size,
+                                  process=_process_slice())
+  for local_batch in batches:
+    batch_sums = eval_step(state, steps.to_global_batch(local_batch, mesh))
+    sums = jax.tree.map(lambda a, b: a + b, sums, batch_sums)
+  return _summarise(sums)
+
+
+def _check_finite(summary: dict, step: int, manager) -> None:
+  if not math.isfinite(summary['loss']):
+    manager.wait_until_finished()
+    last = manager.latest_step()
+    kept = f'the last good checkpoint is step {last}' if last is not None else 'no checkpoint was written'
+    raise ZooError(f'the training loss became NaN/inf by step {step}; stopped without saving ({kept}). '
+                   'Lower --learning_rate or add warm-up (--schedule=warmup_cosine --warmup_epochs=1) '
+                   'and use a new --workdir')
+
+
+def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> list[dict]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the history."""
+  workdir = Path(workdir)
+  mesh = steps.data_mesh()
+  config.validate(jax.device_count())
+  if _is_chief():
+    config_lib.record(config, workdir)
+  dataset = open_dataset(config, data_dir, workdir)
+  train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
+  steps_per_epoch = pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
+  if steps_per_epoch == 0:
+    raise ZooError(f'{config.train_split!r} has {train_split.num_examples} examples, fewer than one '
+                   f'batch of --batch_size={config.batch_size}; use a smaller batch or a larger split')
+  total_steps = config.epochs * steps_per_epoch
+  _, state = _build(config, dataset, train_split, steps_per_epoch, mesh)
+  metrics = steps.zero_metrics(mesh)
+  manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
+  if manager.latest_step() is not None:
+    state, metrics = checkpoints.restore(manager, state, metrics)
+    log.info('Resuming from step %d in %s', int(state.step), manager.directory)
+  step = int(state.step)
+  history = [h for h in reporting.read_history(workdir) if h['epoch'] <= step // steps_per_epoch]
+  train_step = steps.make_train_step(mesh, config.label_smoothing)
+  eval_step = steps.make_eval_step(mesh)
+  rng = jax.random.key(config.seed)
+  tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief())
+  log.info('Training %s on %s: %d epochs x %d steps of %d images over %d device(s) in %d process(es)',
+               config.model, config.dataset, config.epochs, steps_per_epoch, config.batch_size,
+               jax.device_count(), jax.process_count())
+
+  for epoch in range(step // steps_per_epoch, config.epochs):
+    first_step = step - epoch * steps_per_epoch
+    epoch_start = time.perf_counter()
+    batches = pipeline.train_batches(
+        train_split, dataset.preprocess, global_batch=config.batch_size, seed=config.seed, epoch=epoch,
+        start_step=first_step, noise_per_example=dataset.noise_per_example, process=_process_slice())
+    for local_batch in batches:
+      state, metrics = train_step(state, metrics, steps.to_global_batch(local_batch, mesh), rng)
+      step += 1
+      if step % config.log_every_steps == 0:
+        summary = _summarise(metrics)
+        _check_finite(summary, step, manager)
+        elapsed = time.perf_counter() - epoch_start
+        rate = (step - epoch * steps_per_epoch - first_step) * config.batch_size / elapsed
+        log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f images/s, ETA %s',
+                     epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
+                     rate, reporting.format_duration((total_steps - step) * config.batch_size / rate))
+      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+        _check_finite(_summarise(metrics), step, manager)
+        checkpoints.save(manager, state, metrics)
+    train = _summarise(metrics)
+    _check_finite(train, step, manager)
+    train_seconds = time.perf_counter() - epoch_start
+    evaluation = evaluate_split(state, eval_step, dataset, eval_split, config, mesh)
+    metrics = steps.zero_metrics(mesh)
+    checkpoints.save(manager, state, metrics)
+    entry = {'epoch': epoch + 1, 'step': step,
+             'train_loss': train['loss'], 'train_accuracy': train['accuracy'],
+             'eval_loss': evaluation['loss'], 'eval_accuracy': evaluation['accuracy'],
+             'eval_examples': evaluation['num_examples'],
+             'seconds': round(time.perf_counter() - epoch_start, 3),
+             'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1)}
+    history.append(entry)
+    log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
+    if _is_chief():
+      reporting.write_json(workdir / reporting.HISTORY_FILE, history)
+      reporting.plot_history(history, workdir / reporting.PLOT_FILE)
+      tensorboard.scalars(step, {f'{k}': v for k, v in entry.items() if k not in ('epoch', 'step')})
+  manager.wait_until_finished()
+  tensorboard.close()
+  return history
+
+
+def evaluate(workdir, data_dir: str | None = None, split: str | None = None, step: int | None = None) -> dict:
+  """Evaluates a checkpoint of `workdir` with the config recorded there; writes eval.json."""
+  workdir = Path(workdir)
+  config = config_lib.read_recorded(workdir)
+  if config is None:
+    raise ZooError(f'{workdir} has no {config_lib.CONFIG_FILE}: it is not a zoo workdir; '
+                   'pass the --workdir of a training run')
+  mesh = steps.data_mesh()
+  config.validate(jax.device_count())
+  manager = checkpoints.create_manager(workdir, read_only=True)
+  if manager.latest_step() is None:
+    raise ZooError(f'{workdir} has no checkpoint yet; train first (--mode=train) or pass another --workdir')
+  split = split or config.eval_split
+  dataset = open_dataset(config, data_dir, workdir)
+  eval_split = dataset.load(split)
+  _, state = _build(config, dataset, eval_split, 1, mesh)
+  state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh), step)
+  result = evaluate_split(state, steps.make_eval_step(mesh), dataset, eval_split, config, mesh)
+  report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
+            'accuracy': result['accuracy'], 'loss': result['loss'],
+            'dataset': config.dataset, 'model': config.model}
+  if _is_chief():
+    reporting.write_json(workdir / reporting.EVAL_FILE, report)
+  return report
