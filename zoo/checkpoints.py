@@ -4,6 +4,8 @@ A checkpoint is one PyTree: {'step', 'params', 'batch_stats', 'opt_state', 'epoc
 `ocp.CheckpointManager(W / 'checkpoints').restore(step)` returns it as a dict whose `params` (and
 `batch_stats`, when the model has BatchNorm) feed `model.apply` directly. The zoo restores onto the
 current mesh's shardings, so a checkpoint written on N devices resumes or evaluates on M.
+The state is replicated and small (the zoo's models have at most a few million parameters), so
+checkpoints hold host copies of it.
 """
 from pathlib import Path
 
@@ -34,7 +36,9 @@ def save(manager: ocp.CheckpointManager, state, epoch_metrics) -> None:
   """Starts saving (asynchronously) unless this step is already saved."""
   step = int(state.step)
   if step not in manager.all_steps():
-    tree = flax.serialization.to_state_dict(_tree(state, epoch_metrics))
+    # Host (numpy) copies of the replicated state: the checkpoint records no device topology, so
+    # plain orbax restores it anywhere, and the zoo restores it onto any mesh.
+    tree = jax.device_get(flax.serialization.to_state_dict(_tree(state, epoch_metrics)))
     manager.save(step, args=ocp.args.StandardSave(tree))
 
 

@@ -4,12 +4,15 @@ The zoo's datasets are small (CIFAR-10 train is 150 MB of uint8, IMDB 33 MB of t
 split is read once and held in memory; the per-epoch pipeline then only gathers and preprocesses.
 """
 import os
+import socket
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from zoo.errors import ZooError
+
+DOWNLOAD_HOST = 'storage.googleapis.com'  # TFDS fetches prepared datasets from GCS first
 
 
 def hide_accelerators_from_tensorflow() -> None:
@@ -27,14 +30,25 @@ def open_builder(name: str, data_dir: str | None):
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():
     try:
+      if not _online():
+        raise ConnectionError('no network: download hosts do not resolve')
       builder.download_and_prepare()
     except Exception as e:  # Offline, proxy, disk: every cause gets the same fix.
       where = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
       raise ZooError(
-          f'{name} is not prepared in {where} and could not be downloaded ({type(e).__name__}); '
+          f'{name} is not prepared in {where} and could not be downloaded ({type(e).__name__}: {e}); '
           'pass --data_dir=DIR holding a prepared copy (for example --data_dir=../shared/tfds), '
           'or run once with network access') from e
   return builder
+
+
+def _online() -> bool:
+  """A DNS lookup of TFDS's download host: offline, TFDS would retry for minutes before failing."""
+  try:
+    socket.getaddrinfo(DOWNLOAD_HOST, 443)
+    return True
+  except OSError:
+    return False
 
 
 def load_split(name: str, split: str, data_dir: str | None) -> dict[str, np.ndarray]:

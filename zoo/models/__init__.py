@@ -4,6 +4,7 @@ Every entry takes its output size as `num_classes` (plus whatever the dataset di
 `vocab_size` for text) and follows one calling convention: `apply(variables, inputs, train=...)`.
 """
 from zoo.models.cnn import ResNet, SimpleCNN
+from zoo.errors import ZooError
 from zoo.models.mlp import MLP
 
 MODELS = {
@@ -14,7 +15,7 @@ MODELS = {
 
 
 def create_model(name: str, **dataset_kwargs):
-  """Builds registry entry `name`; unknown names raise ValueError listing the known ones."""
+  """Builds registry entry `name`; unknown names raise ZooError (a ValueError) listing the known ones."""
   if name not in MODELS:
-    raise ValueError(f'unknown model {name!r}; choose one of: {", ".join(sorted(MODELS))}')
+    raise ZooError(f'unknown model {name!r}; choose one of: {", ".join(sorted(MODELS))}')
   return MODELS[name](**dataset_kwargs)

@@ -74,8 +74,6 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   workdir = Path(workdir)
   mesh = steps.data_mesh()
   config.validate(jax.device_count())
-  if _is_chief():
-    config_lib.record(config, workdir)
   dataset = open_dataset(config, data_dir, workdir)
   train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
   steps_per_epoch = pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
@@ -84,6 +82,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
                    f'batch of --batch_size={config.batch_size}; use a smaller batch or a larger split')
   total_steps = config.epochs * steps_per_epoch
   _, state = _build(config, dataset, train_split, steps_per_epoch, mesh)
+  if _is_chief():  # Only once every name and split has proven valid: a typo must not be recorded.
+    config_lib.record(config, workdir)
   metrics = steps.zero_metrics(mesh)
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
   if manager.latest_step() is not None:

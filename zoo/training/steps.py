@@ -94,7 +94,11 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
     sums = classification_sums(logits, batch['label'], batch['mask'], label_smoothing)
     return sums['loss_sum'] / local_count, (sums, updates)
 
-  grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+  # Differentiate with respect to a per-device ("varying") copy of the replicated parameters, as
+  # pmap did: each device gets the gradient of its own rows' loss. (Against the replicated value
+  # itself, shard_map would already sum the per-device gradients in the transpose.)
+  local_params = lax.pcast(state.params, AXIS, to='varying')
+  grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(local_params)
   grads = lax.pmean(grads, AXIS)  # Equal rows per device: the mean of means is the global mean.
   batch_stats = lax.pmean(updates['batch_stats'], AXIS) if state.batch_stats else state.batch_stats
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)

@@ -1,0 +1,71 @@
+"""Bad input: one line naming the problem and the fix, a non-zero exit, no traceback, nothing lost."""
+import json
+
+import pytest
+
+from conftest import real_data_dir, run_experiment
+
+SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40')
+
+
+def assert_one_line_error(result, expected):
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  assert expected in errors[0]
+
+
+@pytest.mark.parametrize('flags, expected, devices', [
+    (('--epochs=0',), '--epochs=0', 1),
+    (('--epochs=-3',), '--epochs=-3', 1),
+    (('--batch_size=15',), 'multiple of the device count (2)', 2),
+    (('--model=vgg',), "unknown model 'vgg'", 1),
+    (('--optimizer=lamb',), "unknown --optimizer='lamb'", 1),
+    (('--dataset=mnist',), "unknown dataset 'mnist'", 1),
+    (('--accelerator=gpu',), '--accelerator=gpu', 1),
+    (('--accelerator=tpu',), '--accelerator=tpu', 1),
+])
+def test_bad_flags(tmp_path, flags, expected, devices):
+  result = run_experiment('cifar', f'--workdir={tmp_path / "w"}', *SMALL, *flags, devices=devices)
+  assert_one_line_error(result, expected)
+  assert not (tmp_path / 'w' / 'config.json').exists()  # a typo is never recorded
+
+
+def test_misspelt_split(tmp_path):
+  data_dir = real_data_dir('cifar10')  # mock_data serves any split name
+  result = run_experiment('cifar', f'--workdir={tmp_path}', f'--data_dir={data_dir}', '--eval_split=tset',
+                          mock=False)
+  assert_one_line_error(result, "split 'tset'")
+
+
+def test_no_data_and_no_network(tmp_path):
+  result = run_experiment('cifar', f'--workdir={tmp_path / "w"}', f'--data_dir={tmp_path / "empty"}', mock=False)
+  assert_one_line_error(result, 'could not be downloaded')
+
+
+def test_eval_of_a_directory_that_is_no_workdir(tmp_path):
+  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}'), 'not a zoo workdir')
+
+
+def test_eval_of_a_workdir_without_checkpoints(tmp_path):
+  (tmp_path / 'config.json').write_text(json.dumps({'model': 'simple_cnn'}))
+  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}'), 'has no checkpoint')
+
+
+def test_a_workdir_of_another_model_is_refused_and_kept(tmp_path):
+  assert run_experiment('cifar', f'--workdir={tmp_path}', *SMALL).returncode == 0
+  before = sorted(p.name for p in (tmp_path / 'checkpoints').iterdir())
+  result = run_experiment('cifar', f'--workdir={tmp_path}', *SMALL, '--model=mlp')
+  assert_one_line_error(result, 'holds a cifar10/simple_cnn run')
+  eval_result = run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}', '--model=mlp')
+  assert_one_line_error(eval_result, 'contradicts')
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == before
+  assert json.loads((tmp_path / 'config.json').read_text())['model'] == 'simple_cnn'
+
+
+def test_a_diverging_run_stops_at_a_named_step_and_keeps_its_last_good_checkpoint(tmp_path):
+  flags = (f'--workdir={tmp_path}', '--epochs=3', '--batch_size=16', '--eval_batch_size=40',
+           '--optimizer=sgd', '--checkpoint_every_steps=1', '--log_every_steps=1')
+  result = run_experiment('cifar', *flags, '--learning_rate=1e12')
+  assert_one_line_error(result, 'NaN/inf by step')

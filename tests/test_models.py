@@ -1,0 +1,85 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoo.models import MODELS, create_model
+from zoo.models.cnn import ResNet, SimpleCNN
+from zoo.models.mlp import MLP
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def test_simple_cnn_has_the_seeds_shape_and_parameter_count():
+  images = jnp.zeros((4, 32, 32, 3))
+  variables = SimpleCNN().init(jax.random.key(0), images)
+  assert set(variables) == {'params'}
+  assert count_params(variables['params']) == 122_570
+  assert SimpleCNN().apply(variables, images).shape == (4, 10)
+
+
+def test_simple_cnn_computes_the_keras_models_logits_from_the_same_weights():
+  from tensorflow.keras import layers, models  # the seed's model, verbatim
+  keras_model = models.Sequential([
+      layers.Input((32, 32, 3)),
+      layers.Conv2D(32, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
+      layers.Conv2D(64, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
+      layers.Conv2D(64, (3, 3), activation='relu'), layers.Flatten(),
+      layers.Dense(64, activation='relu'), layers.Dense(10)])
+  params = SimpleCNN().init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
+  order = ['Conv_0', 'Conv_1', 'Conv_2', 'Dense_0', 'Dense_1']
+  keras_model.set_weights([np.asarray(params[name][part]) for name in order for part in ('kernel', 'bias')])
+  images = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+  np.testing.assert_allclose(SimpleCNN().apply({'params': params}, images),
+                             keras_model(images).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_models_are_pure_and_compose_with_jit_vmap_and_grad():
+  model = SimpleCNN()
+  images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(0), images)
+  before = jax.tree.map(np.array, variables)
+  eager = model.apply(variables, images)
+  np.testing.assert_allclose(jax.jit(model.apply)(variables, images), eager, rtol=1e-5, atol=1e-5)
+  per_example = jax.vmap(lambda x: model.apply(variables, x[None])[0])(images)
+  np.testing.assert_allclose(per_example, eager, rtol=1e-5, atol=1e-5)
+  grads = jax.grad(lambda p: model.apply({'params': p}, images).sum())(variables['params'])
+  assert jax.tree.structure(grads) == jax.tree.structure(variables['params'])
+  jax.tree.map(np.testing.assert_array_equal, before, variables)  # apply mutated nothing
+
+
+def test_resnet_keeps_batch_statistics_and_uses_them_at_eval():
+  model = ResNet(blocks_per_stage=1)
+  images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  variables = model.init(jax.random.key(0), images)
+  assert set(variables) == {'params', 'batch_stats'}
+  logits, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  assert logits.shape == (4, 10)
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), variables['batch_stats'], updates['batch_stats'])
+  assert any(jax.tree.leaves(changed))
+  assert model.apply(variables, images, train=False).shape == (4, 10)
+
+
+def test_resnet20_has_its_published_size():
+  params = ResNet().init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
+  assert 0.26e6 < count_params(params) < 0.28e6
+
+
+def test_mlp_dropout_is_active_only_in_training():
+  model = MLP(dropout_rate=0.5)
+  x = jnp.ones((2, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x)
+  np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
+  a = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(1)})
+  b = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(2)})
+  assert not np.allclose(a, b)
+
+
+def test_registry_builds_every_model_and_rejects_unknown_names():
+  for name in MODELS:
+    if name in ('simple_cnn', 'resnet20', 'mlp'):
+      assert create_model(name, num_classes=3).num_classes == 3
+  with pytest.raises(ValueError, match='unknown model .*simple_cnn'):
+    create_model('vgg', num_classes=10)

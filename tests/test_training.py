@@ -1,0 +1,129 @@
+"""End to end through the command line, on mock data: train, eval, resume, devices, errors."""
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import last_json_line, real_data_dir, run_experiment
+from zoo.models.cnn import SimpleCNN
+
+# 96 mock examples per split, batch 16: 6 steps per epoch; eval batch 40 pads the last batch.
+SMALL = ('--epochs=2', '--batch_size=16', '--eval_batch_size=40', '--log_every_steps=2')
+
+
+def train(workdir, *flags, devices=1):
+  result = run_experiment('cifar', f'--workdir={workdir}', *SMALL, *flags, devices=devices)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads((Path(workdir) / 'history.json').read_text())
+
+
+def restore_plain(workdir, step=None):
+  """What README shows: plain orbax, no zoo code."""
+  manager = ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints')
+  return manager.restore(step if step is not None else manager.latest_step())
+
+
+def without_timings(history):
+  return [{k: v for k, v in h.items() if k not in ('seconds', 'train_images_per_second')} for h in history]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('run') / 'w'
+  return workdir, train(workdir, '--checkpoint_every_steps=2', '--keep_checkpoints=20')
+
+
+def test_training_leaves_history_plot_tensorboard_config_and_checkpoints(trained):
+  workdir, history = trained
+  assert [h['epoch'] for h in history] == [1, 2]
+  assert [h['step'] for h in history] == [6, 12]
+  for entry in history:
+    assert entry['eval_examples'] == 96
+    assert 0 <= entry['train_accuracy'] <= 1 and np.isfinite(entry['train_loss'])
+    assert entry['train_images_per_second'] > 0
+  assert (workdir / 'history.png').stat().st_size > 1000
+  assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['model'] == 'simple_cnn' and config['batch_size'] == 16 and config['epochs'] == 2
+  steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  assert steps == [2, 4, 6, 8, 10, 12]
+
+
+def test_eval_mode_needs_only_the_workdir_and_counts_every_example(trained):
+  workdir, history = trained
+  result = run_experiment('cifar', '--mode=eval', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((workdir / 'eval.json').read_text())
+  assert report == last_json_line(result.stdout)
+  assert report['split'] == 'test' and report['step'] == 12 and report['num_examples'] == 96
+  assert report['accuracy'] == pytest.approx(history[-1]['eval_accuracy'])
+  assert report['loss'] == pytest.approx(history[-1]['eval_loss'], rel=1e-5)
+
+
+def test_a_checkpoint_restores_with_plain_orbax_into_the_model(trained):
+  workdir, _ = trained
+  tree = restore_plain(workdir)
+  assert int(tree['step']) == 12
+  logits = SimpleCNN().apply({'params': tree['params']}, np.zeros((2, 32, 32, 3), np.float32))
+  assert logits.shape == (2, 10) and np.isfinite(logits).all()
+
+
+def test_resume_mid_epoch_finishes_bit_identical(trained, tmp_path):
+  workdir, history = trained
+  # A run "killed" after step 8 (mid epoch 2): its workdir as it was then.
+  resumed = tmp_path / 'resumed'
+  shutil.copytree(workdir, resumed)
+  for step_dir in (resumed / 'checkpoints').iterdir():
+    if step_dir.name.isdigit() and int(step_dir.name) > 8:
+      shutil.rmtree(step_dir)
+  (resumed / 'history.json').write_text(json.dumps(history[:1]))
+  resumed_history = train(resumed, '--checkpoint_every_steps=2', '--keep_checkpoints=20')
+  assert without_timings(resumed_history) == without_timings(history)
+  jax.tree.map(np.testing.assert_array_equal, restore_plain(resumed)['params'], restore_plain(workdir)['params'])
+
+
+def test_rerunning_a_finished_run_trains_nothing_more(trained):
+  workdir, history = trained
+  assert without_timings(train(workdir, '--checkpoint_every_steps=2', '--keep_checkpoints=20')) == \
+      without_timings(history)
+
+
+def test_one_and_two_devices_train_the_same_model(tmp_path):
+  # SGD: Adam divides by tiny second moments and so amplifies summation-order rounding.
+  flags = ('--optimizer=sgd', '--learning_rate=0.05')
+  one, two = train(tmp_path / 'one', *flags), train(tmp_path / 'two', *flags, devices=2)
+  for a, b in zip(one, two):
+    assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-5)
+    assert a['eval_loss'] == pytest.approx(b['eval_loss'], rel=1e-5)
+    assert a['eval_accuracy'] == b['eval_accuracy']
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               restore_plain(tmp_path / 'two')['params'], restore_plain(tmp_path / 'one')['params'])
+
+
+def test_a_two_device_checkpoint_evaluates_on_one_device(tmp_path):
+  train(tmp_path / 'w', '--epochs=1', devices=2)
+  result = run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path / "w"}', devices=1)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert last_json_line(result.stdout)['num_examples'] == 96
+
+
+def test_augmented_batchnorm_model_trains_on_two_devices(tmp_path):
+  history = train(tmp_path / 'w', '--model=resnet20', '--augment', '--optimizer=sgd', '--nesterov',
+                  '--schedule=onecycle', '--learning_rate=0.05', '--weight_decay=5e-4',
+                  '--label_smoothing=0.1', '--epochs=1', devices=2)
+  assert np.isfinite(history[0]['train_loss']) and history[0]['eval_examples'] == 96
+
+
+@pytest.mark.slow
+def test_simple_cnn_learns_real_cifar10(tmp_path):
+  """A guard against pipeline bugs: chance is 10%."""
+  data_dir = real_data_dir('cifar10')
+  result = run_experiment('cifar', f'--data_dir={data_dir}', '--train_split=train[:10000]',
+                          '--eval_split=train[45000:]', '--epochs=2', f'--workdir={tmp_path}', mock=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = last_json_line(result.stdout)
+  assert summary['eval_accuracy'] >= 0.45, summary
