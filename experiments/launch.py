@@ -55,8 +55,11 @@ def define_flags(defaults: Config) -> None:
   """Defines --accelerator, --mode, --workdir, --data_dir, multi-host flags and one flag per Config field."""
   flags.DEFINE_enum('accelerator', 'auto', ['auto', 'cpu', 'gpu', 'tpu'],
                     'Where JAX computes; auto takes the best available.')
-  flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                    'train (resumes from the workdir\'s latest checkpoint) or eval (a workdir\'s checkpoint).')
+  flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
+                    'train (resumes from the workdir\'s latest checkpoint), eval (a workdir\'s checkpoint '
+                    'on --eval_split), or predict (text datasets: --text or stdin lines -> JSON lines).')
+  flags.DEFINE_multi_string('text', None, '--mode=predict: a text to classify (repeatable); '
+                            'without it, one text per line from stdin.')
   flags.DEFINE_string('workdir', None, 'Run directory: config, checkpoints, history, plots, TensorBoard. '
                       'Default: workdirs/<dataset>_<model>.')
   flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).')
@@ -120,6 +123,12 @@ def run(argv) -> None:
     select_accelerator(FLAGS.accelerator)
     from zoo.training import loop
     workdir = _workdir()
+    if FLAGS.mode == 'predict':
+      _check_eval_flags(workdir)
+      texts = FLAGS.text or [line.rstrip('\n') for line in sys.stdin if line.strip()]
+      for text, p in zip(texts, loop.predict(workdir, texts, FLAGS.data_dir)):
+        print(json.dumps({'text': text, 'p_positive': round(float(p), 4)}), flush=True)
+      return
     if FLAGS.mode == 'eval':
       _check_eval_flags(workdir)
       split = FLAGS.eval_split if FLAGS['eval_split'].present else None

@@ -5,9 +5,10 @@ ArraySplit, `preprocess(inputs, noise)` and `noise_per_example` (random numbers 
 draws per example; 0 for none).
 """
 from zoo.data.cifar import Cifar10
+from zoo.data.text import ImdbReviews
 from zoo.errors import ZooError
 
-DATASETS = {'cifar10': Cifar10}
+DATASETS = {'cifar10': Cifar10, 'imdb_reviews': ImdbReviews}
 
 
 def open_dataset(config, data_dir, workdir):

@@ -4,6 +4,7 @@ Every entry takes its output size as `num_classes` (plus whatever the dataset di
 `vocab_size` for text) and follows one calling convention: `apply(variables, inputs, train=...)`.
 """
 from zoo.models.cnn import ResNet, SimpleCNN
+from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
 from zoo.errors import ZooError
 from zoo.models.mlp import MLP
 
@@ -11,6 +12,8 @@ MODELS = {
     'simple_cnn': SimpleCNN,
     'resnet20': ResNet,
     'mlp': MLP,
+    'lstm': LSTMClassifier,
+    'bilstm': BiLSTMClassifier,
 }
 
 

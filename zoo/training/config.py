@@ -72,11 +72,17 @@ def read_recorded(workdir: Path) -> Optional[Config]:
 
 
 def record(config: Config, workdir: Path) -> None:
-  """Writes config.json, or checks that a resumed run asks for the config it was started with."""
-  recorded = read_recorded(workdir)
-  if recorded is None:
+  """Writes config.json unless the workdir has one (which `check_resumable` has compared)."""
+  check_resumable(config, workdir)
+  if read_recorded(workdir) is None:
     Path(workdir).mkdir(parents=True, exist_ok=True)
     (Path(workdir) / CONFIG_FILE).write_text(config.to_json() + '\n')
+
+
+def check_resumable(config: Config, workdir: Path) -> None:
+  """A workdir that holds a run resumes only with the config it was started with."""
+  recorded = read_recorded(workdir)
+  if recorded is None:
     return
   differences = [f'{f.name}: {getattr(recorded, f.name)!r} recorded, {getattr(config, f.name)!r} asked'
                  for f in dataclasses.fields(Config) if getattr(recorded, f.name) != getattr(config, f.name)]

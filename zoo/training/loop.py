@@ -40,10 +40,11 @@ def _summarise(sums: dict) -> dict:
           'num_examples': int(sums['count'])}
 
 
-def _build(config: Config, dataset, sample_split: pipeline.ArraySplit, steps_per_epoch: int, mesh):
+def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh):
+  """The model and a freshly initialised, replicated train state (the template restores fill)."""
   model = create_model(config.model, **dataset.model_kwargs())
   tx = create_optimizer(config, steps_per_epoch)
-  sample = np.asarray(dataset.preprocess(sample_split.inputs[:1], None))
+  sample = np.asarray(dataset.preprocess(sample_inputs, None))
   state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh)
   return model, state
 
@@ -74,6 +75,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   workdir = Path(workdir)
   mesh = steps.data_mesh()
   config.validate(jax.device_count())
+  config_lib.check_resumable(config, workdir)  # before anything is written into the workdir
   dataset = open_dataset(config, data_dir, workdir)
   train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
   steps_per_epoch = pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
@@ -81,7 +83,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     raise ZooError(f'{config.train_split!r} has {train_split.num_examples} examples, fewer than one '
                    f'batch of --batch_size={config.batch_size}; use a smaller batch or a larger split')
   total_steps = config.epochs * steps_per_epoch
-  _, state = _build(config, dataset, train_split, steps_per_epoch, mesh)
+  _, state = _build(config, dataset, train_split.inputs[:1], steps_per_epoch, mesh)
   if _is_chief():  # Only once every name and split has proven valid: a typo must not be recorded.
     config_lib.record(config, workdir)
   metrics = steps.zero_metrics(mesh)
@@ -95,7 +97,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   eval_step = steps.make_eval_step(mesh)
   rng = jax.random.key(config.seed)
   tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief())
-  log.info('Training %s on %s: %d epochs x %d steps of %d images over %d device(s) in %d process(es)',
+  log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es)',
                config.model, config.dataset, config.epochs, steps_per_epoch, config.batch_size,
                jax.device_count(), jax.process_count())
 
@@ -142,9 +144,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   return history
 
 
-def evaluate(workdir, data_dir: str | None = None, split: str | None = None, step: int | None = None) -> dict:
-  """Evaluates a checkpoint of `workdir` with the config recorded there; writes eval.json."""
-  workdir = Path(workdir)
+def _open_trained(workdir: Path, data_dir):
+  """The recorded config, a read-only checkpoint manager, the dataset and the mesh of a workdir."""
   config = config_lib.read_recorded(workdir)
   if config is None:
     raise ZooError(f'{workdir} has no {config_lib.CONFIG_FILE}: it is not a zoo workdir; '
@@ -154,10 +155,16 @@ def evaluate(workdir, data_dir: str | None = None, split: str | None = None, ste
   manager = checkpoints.create_manager(workdir, read_only=True)
   if manager.latest_step() is None:
     raise ZooError(f'{workdir} has no checkpoint yet; train first (--mode=train) or pass another --workdir')
+  return config, manager, open_dataset(config, data_dir, workdir), mesh
+
+
+def evaluate(workdir, data_dir: str | None = None, split: str | None = None, step: int | None = None) -> dict:
+  """Evaluates a checkpoint of `workdir` with the config recorded there; writes eval.json."""
+  workdir = Path(workdir)
+  config, manager, dataset, mesh = _open_trained(workdir, data_dir)
   split = split or config.eval_split
-  dataset = open_dataset(config, data_dir, workdir)
   eval_split = dataset.load(split)
-  _, state = _build(config, dataset, eval_split, 1, mesh)
+  _, state = _build(config, dataset, eval_split.inputs[:1], 1, mesh)
   state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh), step)
   result = evaluate_split(state, steps.make_eval_step(mesh), dataset, eval_split, config, mesh)
   report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
@@ -166,3 +173,19 @@ def evaluate(workdir, data_dir: str | None = None, split: str | None = None, ste
   if _is_chief():
     reporting.write_json(workdir / reporting.EVAL_FILE, report)
   return report
+
+
+def predict(workdir, raw_inputs: list, data_dir: str | None = None) -> np.ndarray:
+  """Class probabilities (p(positive) for one-logit models) for raw inputs, e.g. texts."""
+  workdir = Path(workdir)
+  config, manager, dataset, mesh = _open_trained(workdir, data_dir)
+  if not hasattr(dataset, 'encode'):
+    raise ZooError(f'--mode=predict takes raw text; {config.dataset} has no text encoder')
+  inputs = dataset.encode(raw_inputs)
+  model, state = _build(config, dataset, inputs[:1], 1, mesh)
+  state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh))
+  variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats else {})}
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
+  if logits.shape[-1] == 1:
+    return np.asarray(jax.nn.sigmoid(logits[:, 0]))
+  return np.asarray(jax.nn.softmax(logits, axis=-1))

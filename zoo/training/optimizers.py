@@ -10,15 +10,15 @@ SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle')
 
 
 def create_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
-  total = config.epochs * steps_per_epoch
-  warmup = int(config.warmup_epochs * steps_per_epoch)
+  warmup = max(int(config.warmup_epochs * steps_per_epoch), 1)
+  total = max(config.epochs * steps_per_epoch, warmup + 1)  # optax needs some decay after warm-up
   lr = config.learning_rate
   if config.schedule == 'constant':
     return optax.constant_schedule(lr)
   if config.schedule == 'cosine':
     return optax.cosine_decay_schedule(lr, decay_steps=total)
   if config.schedule == 'warmup_cosine':
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=max(warmup, 1), decay_steps=total)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=warmup, decay_steps=total)
   if config.schedule == 'onecycle':
     return optax.cosine_onecycle_schedule(total, lr)
   raise ZooError(f'unknown --schedule={config.schedule!r}; choose one of: {", ".join(SCHEDULES)}')

@@ -94,11 +94,7 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
     sums = classification_sums(logits, batch['label'], batch['mask'], label_smoothing)
     return sums['loss_sum'] / local_count, (sums, updates)
 
-  # Differentiate with respect to a per-device ("varying") copy of the replicated parameters, as
-  # pmap did: each device gets the gradient of its own rows' loss. (Against the replicated value
-  # itself, shard_map would already sum the per-device gradients in the transpose.)
-  local_params = lax.pcast(state.params, AXIS, to='varying')
-  grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(local_params)
+  grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
   grads = lax.pmean(grads, AXIS)  # Equal rows per device: the mean of means is the global mean.
   batch_stats = lax.pmean(updates['batch_stats'], AXIS) if state.batch_stats else state.batch_stats
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -113,13 +109,20 @@ def _eval_step(state: TrainState, batch: dict):
   return lax.psum(classification_sums(logits, batch['label'], batch['mask']), AXIS)
 
 
+# Both steps run shard_map with check_vma=False, i.e. with pmap's semantics: inside the step every
+# value is a per-device value, `jax.grad` returns this device's gradient and the explicit
+# `lax.pmean` averages it. (With the checked mode, grad of a replicated input already sums over
+# devices, and Flax's recurrent cells, whose initial carry is a replicated zero, fail to trace.)
+
+
 def make_train_step(mesh, label_smoothing: float = 0.0):
   """(state, metric sums, global batch, rng) -> (state, metric sums); inputs' buffers are donated."""
   per_device = functools.partial(_train_step, label_smoothing=label_smoothing)
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), P()), out_specs=(P(), P()))
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), P()), out_specs=(P(), P()),
+                          check_vma=False)
   return jax.jit(sharded, donate_argnums=(0, 1))
 
 
 def make_eval_step(mesh):
   """(state, global batch) -> summed loss, correct predictions and example count."""
-  return jax.jit(jax.shard_map(_eval_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P()))
+  return jax.jit(jax.shard_map(_eval_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False))

@@ -1,0 +1,105 @@
+"""IMDB reviews from TFDS, tokenized once with Keras `TextVectorization` (the seed's semantics).
+
+The seed's `Tokenizer(num_words, oov_token)` + `pad_sequences(padding='post', truncating='post')`:
+lowercase, punctuation (and IMDB's `<br />` markup) stripped, split on whitespace, the
+`--vocab_size` most frequent training words kept (ids 0 = padding and 1 = out-of-vocabulary
+included in that count), every review post-padded or truncated to `--max_length` ids.
+The vocabulary is learned from `--train_split` only and kept in `<workdir>/vocabulary.txt`, so
+eval and predict read the same ids the model was trained on.
+"""
+import re
+import string
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.data import tfds_source
+from zoo.data.pipeline import ArraySplit
+from zoo.errors import ZooError
+from zoo.training.config import Config
+
+VOCABULARY_FILE = 'vocabulary.txt'
+_MARKUP = r'<br\s*/?>'
+_PUNCTUATION = '[%s]' % re.escape(string.punctuation)
+
+
+def standardize(texts: tf.Tensor) -> tf.Tensor:
+  texts = tf.strings.lower(texts)
+  texts = tf.strings.regex_replace(texts, _MARKUP, ' ')
+  return tf.strings.regex_replace(texts, _PUNCTUATION, '')
+
+
+def create_tokenizer(vocab_size: int, max_length: int, vocabulary=None):
+  """A TextVectorization layer; `vocabulary` (words, most frequent first) or adapt() it later."""
+  from keras.layers import TextVectorization
+  return TextVectorization(max_tokens=vocab_size, standardize=standardize, split='whitespace',
+                           output_mode='int', output_sequence_length=max_length, vocabulary=vocabulary)
+
+
+def fit_tokenizer(texts, vocab_size: int, max_length: int):
+  """Learns the vocabulary from `texts` (the training split only)."""
+  tokenizer = create_tokenizer(vocab_size, max_length)
+  tokenizer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(1024))
+  return tokenizer
+
+
+def words(tokenizer) -> list[str]:
+  """The learned words, most frequent first, without the padding and OOV entries."""
+  return [str(w) for w in tokenizer.get_vocabulary()[2:]]
+
+
+def tokenize(tokenizer, texts) -> np.ndarray:
+  """Token ids, int32 [len(texts), max_length], computed in parallel by tf.data."""
+  if len(texts) == 0:
+    return np.zeros((0, tokenizer._output_sequence_length), np.int32)
+  dataset = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object)).batch(1024)
+  dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return np.concatenate([b.astype(np.int32) for b in dataset.as_numpy_iterator()])
+
+
+class ImdbReviews:
+  name = 'imdb_reviews'
+  noise_per_example = 0  # no augmentation
+
+  def __init__(self, config: Config, data_dir: str | None, workdir=None):
+    if not config.vocab_size or config.vocab_size < 3 or not config.max_length or config.max_length < 1:
+      raise ZooError('--vocab_size must be >= 3 (padding, OOV and at least one word) and --max_length >= 1')
+    self.config = config
+    self.data_dir = data_dir
+    self.workdir = Path(workdir) if workdir is not None else None
+    self._tokenizer = None
+
+  def model_kwargs(self) -> dict:
+    return {'vocab_size': self.config.vocab_size, 'num_classes': 1}
+
+  def tokenizer(self, *, chief: bool = True):
+    """The workdir's vocabulary if it has one, else learned from the training split (and saved)."""
+    if self._tokenizer is None:
+      path = self.workdir / VOCABULARY_FILE if self.workdir else None
+      if path and path.exists():
+        vocabulary = path.read_text(encoding='utf-8').split('\n')
+        self._tokenizer = create_tokenizer(self.config.vocab_size, self.config.max_length, vocabulary)
+      else:
+        texts = self._texts(self.config.train_split)
+        self._tokenizer = fit_tokenizer(texts, self.config.vocab_size, self.config.max_length)
+        if path and chief:
+          path.parent.mkdir(parents=True, exist_ok=True)
+          tmp = path.with_name(path.name + '.tmp')
+          tmp.write_text('\n'.join(words(self._tokenizer)), encoding='utf-8')
+          tmp.replace(path)
+    return self._tokenizer
+
+  def _texts(self, split: str) -> np.ndarray:
+    return tfds_source.load_split(self.name, split, self.data_dir)['text']
+
+  def load(self, split: str) -> ArraySplit:
+    arrays = tfds_source.load_split(self.name, split, self.data_dir)
+    return ArraySplit(inputs=tokenize(self.tokenizer(), arrays['text']), labels=arrays['label'].astype(np.int32))
+
+  def encode(self, texts: list[str]) -> np.ndarray:
+    """Raw texts -> model inputs, for predict."""
+    return tokenize(self.tokenizer(), [t.encode('utf-8') for t in texts])
+
+  def preprocess(self, tokens: tf.Tensor, noise) -> tf.Tensor:
+    return tokens

@@ -1,0 +1,56 @@
+"""Recurrent text classifiers over token ids (0 = padding, post-padded; 1 = out of vocabulary).
+
+Both read sequence lengths from the padding and pass them to `nn.RNN`, so the state after a
+review's last token is the one used and a prediction does not change with the padding after it.
+One logit out: trained with sigmoid cross-entropy, p(positive) = sigmoid(logit).
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+
+PAD_ID = 0
+
+
+def sequence_lengths(tokens):
+  return jnp.sum(tokens != PAD_ID, axis=-1)
+
+
+class LSTMClassifier(nn.Module):
+  """The seed's network: Embedding(vocab, 16) -> LSTM(32) -> Dense(1)."""
+  vocab_size: int
+  num_classes: int = 1
+  embed_dim: int = 16
+  hidden_size: int = 32
+
+  @nn.compact
+  def __call__(self, tokens, train: bool = False):
+    del train
+    x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
+    (_, final_hidden), _ = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size), return_carry=True)(
+        x, seq_lengths=sequence_lengths(tokens))
+    return nn.Dense(self.num_classes)(final_hidden)
+
+
+class BiLSTMClassifier(nn.Module):
+  """Embedding -> dropout -> bidirectional LSTM -> masked mean+max pooling over time -> Dense(1).
+
+  Pooling over every position lets the whole review vote instead of the last state alone; the
+  mask keeps padding out of both pools.
+  """
+  vocab_size: int
+  num_classes: int = 1
+  embed_dim: int = 128
+  hidden_size: int = 64
+  dropout_rate: float = 0.4
+
+  @nn.compact
+  def __call__(self, tokens, train: bool = False):
+    lengths = sequence_lengths(tokens)
+    mask = (tokens != PAD_ID)[..., None]
+    x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    y = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.hidden_size)),
+                         nn.RNN(nn.OptimizedLSTMCell(self.hidden_size)))(x, seq_lengths=lengths)
+    mean = jnp.sum(y * mask, axis=1) / jnp.maximum(lengths, 1)[:, None]
+    maximum = jnp.where(jnp.any(mask, axis=1), jnp.max(jnp.where(mask, y, -jnp.inf), axis=1), 0.0)
+    z = nn.Dropout(self.dropout_rate, deterministic=not train)(jnp.concatenate([mean, maximum], -1))
+    return nn.Dense(self.num_classes)(z)
