@@ -1,0 +1,87 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import last_json_line, real_data_dir, run_experiment
+from zoo.data import text
+from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
+
+SEED_TEXTS = ['I love deep learning', 'Deep learning is fascinating', 'Neural networks are powerful']
+
+
+def encode(tokenizer, texts):
+  return text.tokenize(tokenizer, [t.encode() for t in texts])
+
+
+def test_tokenizer_has_the_seeds_semantics():
+  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in SEED_TEXTS], dtype=object), 100, 6)
+  vocabulary = tokenizer.get_vocabulary()
+  assert vocabulary[:2] == ['', '[UNK]']                   # 0 pads, 1 is the OOV token
+  assert set(vocabulary[2:4]) == {'deep', 'learning'}       # most frequent first
+  ids = encode(tokenizer, ['I love deep learning', 'Deep LEARNING, is<br />fascinating!',
+                           'quantum networks are powerful and deep and wide'])
+  assert ids.shape == (3, 6) and ids.dtype == np.int32
+  ids_of = dict(zip(vocabulary, range(len(vocabulary))))
+  np.testing.assert_array_equal(ids[0], [ids_of['i'], ids_of['love'], ids_of['deep'], ids_of['learning'], 0, 0])
+  np.testing.assert_array_equal(ids[1], [ids_of['deep'], ids_of['learning'], ids_of['is'], ids_of['fascinating'], 0, 0])
+  np.testing.assert_array_equal(ids[2], [1, ids_of['networks'], ids_of['are'], ids_of['powerful'], 1, ids_of['deep']])
+
+
+def test_vocabulary_size_counts_padding_and_oov_and_keeps_the_most_frequent():
+  corpus = ['a a a a b b b c c d'] * 3
+  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in corpus], dtype=object), 4, 5)
+  assert tokenizer.get_vocabulary() == ['', '[UNK]', 'a', 'b']
+  np.testing.assert_array_equal(encode(tokenizer, ['d c b a']), [[1, 1, 3, 2, 0]])
+
+
+def test_saved_vocabulary_gives_the_same_ids():
+  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in SEED_TEXTS], dtype=object), 100, 6)
+  reloaded = text.create_tokenizer(100, 6, text.words(tokenizer))
+  np.testing.assert_array_equal(encode(tokenizer, SEED_TEXTS + ['unseen words']),
+                                encode(reloaded, SEED_TEXTS + ['unseen words']))
+
+
+@pytest.mark.parametrize('model', [LSTMClassifier(vocab_size=50), BiLSTMClassifier(vocab_size=50, hidden_size=8,
+                                                                                     embed_dim=8)])
+def test_lstm_models_give_one_logit_that_ignores_padding(model):
+  tokens = np.zeros((3, 24), np.int32)
+  tokens[0, :5] = [5, 6, 7, 1, 9]
+  tokens[1, :12] = np.arange(2, 14)
+  tokens[2, :1] = [3]
+  variables = model.init(jax.random.key(0), jnp.asarray(tokens[:, :12]))
+  short = model.apply(variables, tokens[:, :12])
+  long = model.apply(variables, tokens)
+  assert short.shape == (3, 1)
+  np.testing.assert_allclose(short, long, rtol=1e-5, atol=1e-6)
+  changed = tokens.copy()
+  changed[0, 2] = 8  # but a real token does change it
+  assert not np.allclose(model.apply(variables, changed)[0], long[0])
+
+
+def test_imdb_train_eval_predict_round_trip_on_mock_data(tmp_path):
+  flags = (f'--workdir={tmp_path}', '--epochs=1', '--batch_size=16', '--eval_batch_size=40',
+           '--vocab_size=200', '--max_length=32')
+  train = run_experiment('imdb', *flags, '--model=lstm', devices=2)
+  assert train.returncode == 0, train.stderr[-3000:]
+  assert (tmp_path / 'vocabulary.txt').exists()
+  evaluation = run_experiment('imdb', '--mode=eval', f'--workdir={tmp_path}')
+  assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+  assert last_json_line(evaluation.stdout)['num_examples'] == 96
+  predict = run_experiment('imdb', '--mode=predict', f'--workdir={tmp_path}', '--text=good film', '--text=bad')
+  assert predict.returncode == 0, predict.stderr[-3000:]
+  lines = [l for l in predict.stdout.splitlines() if l.startswith('{')]
+  import json
+  rows = [json.loads(l) for l in lines]
+  assert [r['text'] for r in rows] == ['good film', 'bad']
+  assert all(0 <= r['p_positive'] <= 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_bilstm_learns_real_imdb(tmp_path):
+  data_dir = real_data_dir('imdb_reviews')
+  result = run_experiment('imdb', f'--data_dir={data_dir}', '--train_split=train[:4000]',
+                          '--eval_split=train[22500:24500]', '--epochs=2', '--max_length=128',
+                          '--vocab_size=5000', f'--workdir={tmp_path}', mock=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert last_json_line(result.stdout)['eval_accuracy'] >= 0.65
