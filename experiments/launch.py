@@ -63,6 +63,11 @@ def define_flags(defaults: Config) -> None:
   flags.DEFINE_string('workdir', None, 'Run directory: config, checkpoints, history, plots, TensorBoard. '
                       'Default: workdirs/<dataset>_<model>.')
   flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).')
+  flags.DEFINE_string('coordinator_address', None, 'Multi-process: host:port of process 0 '
+                      '(jax.distributed). On a TPU pod or under SLURM, leave the three flags unset: '
+                      'JAX detects them.')
+  flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes train together.')
+  flags.DEFINE_integer('process_id', None, 'Multi-process: this process\'s index, 0 .. num_processes-1.')
   flags.DEFINE_integer('checkpoint_step', None, '--mode=eval: evaluate this step instead of the latest.')
   for field in dataclasses.fields(Config):
     default = getattr(defaults, field.name)
@@ -86,6 +91,7 @@ def select_accelerator(name: str) -> None:
   platforms = {'cpu': 'cpu', 'gpu': 'cuda,rocm', 'tpu': 'tpu'}.get(name)
   if platforms:
     jax.config.update('jax_platforms', platforms)
+  _start_distributed(jax)
   try:
     devices = jax.devices()
   except RuntimeError as e:
@@ -95,6 +101,30 @@ def select_accelerator(name: str) -> None:
   if name == 'gpu' and devices[0].platform not in ('gpu', 'cuda', 'rocm'):
     raise ZooError(f'--accelerator=gpu: JAX sees only {devices[0].platform} devices; '
                    'install the CUDA extra (pip install -e ".[cuda]") or pass --accelerator=cpu')
+
+
+def _in_cluster() -> bool:
+  """A launcher whose settings jax.distributed.initialize() reads by itself (SLURM, TPU pods)."""
+  return (int(os.environ.get('SLURM_NTASKS', '1')) > 1
+          or ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''))
+
+
+def _start_distributed(jax) -> None:
+  """Joins the processes of a multi-process run before any device is touched."""
+  given = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+  if all(v is None for v in given) and not _in_cluster():
+    return
+  if any(v is None for v in given) and not _in_cluster():
+    raise ZooError('--coordinator_address, --num_processes and --process_id go together: pass all three '
+                   '(e.g. --coordinator_address=localhost:1234 --num_processes=2 --process_id=0)')
+  if (FLAGS.accelerator == 'cpu' or os.environ.get('JAX_PLATFORMS') == 'cpu'):
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU collectives across processes
+  try:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  except Exception as e:
+    raise ZooError(f'could not join the multi-process run at {FLAGS.coordinator_address} '
+                   f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}); check the address '
+                   'and that every process got the same --num_processes') from e
 
 
 def _check_eval_flags(workdir: Path) -> None:

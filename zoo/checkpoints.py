@@ -9,9 +9,15 @@ checkpoints hold host copies of it.
 """
 from pathlib import Path
 
+import logging
+
 import flax
 import jax
 import orbax.checkpoint as ocp
+
+from zoo.errors import ZooError
+
+log = logging.getLogger('zoo')
 
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -42,12 +48,35 @@ def save(manager: ocp.CheckpointManager, state, epoch_metrics) -> None:
     manager.save(step, args=ocp.args.StandardSave(tree))
 
 
-def restore(manager: ocp.CheckpointManager, state, epoch_metrics, step: int | None = None):
-  """Restores `step` (default: latest) shaped and sharded like `state` -> (state, epoch_metrics)."""
-  step = manager.latest_step() if step is None else step
+def restore(manager: ocp.CheckpointManager, state, epoch_metrics, step: int | None = None,
+            *, set_aside_unreadable: bool = False):
+  """Restores `step` (default: the newest readable one) shaped and sharded like `state`.
+
+  A checkpoint that cannot be read (a crash mid-save, a truncated file) is skipped with a warning
+  and the next older one is tried. Nothing is deleted: with `set_aside_unreadable` (training) the
+  unreadable step directory is renamed to `unreadable-<step>` so that new saves can take its step.
+  Returns (state, epoch_metrics, restored step).
+  """
   template = _tree(state, epoch_metrics)
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, flax.serialization.to_state_dict(template))
-  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-  tree = flax.serialization.from_state_dict(template, restored)
-  epoch_metrics = tree.pop('epoch_metrics')
-  return state.replace(**tree), epoch_metrics
+  candidates = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+  for candidate in candidates:
+    try:
+      restored = manager.restore(candidate, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # orbax raises many types for damaged files; all mean "unreadable"
+      log.warning('checkpoint %s/%d is unreadable (%s: %s); trying an older one',
+                  manager.directory, candidate, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else '')
+      if set_aside_unreadable and jax.process_index() == 0:
+        aside = Path(manager.directory) / f'unreadable-{candidate}'
+        (Path(manager.directory) / str(candidate)).rename(aside)
+        log.warning('kept it as %s', aside)
+      continue
+    tree = flax.serialization.from_state_dict(template, restored)
+    epoch_metrics = tree.pop('epoch_metrics')
+    if candidate != candidates[0]:
+      log.warning('restored the older checkpoint %d instead', candidate)
+    if set_aside_unreadable:
+      manager.reload()
+    return state.replace(**tree), epoch_metrics, candidate
+  raise ZooError(f'no readable checkpoint in {manager.directory} (tried steps {candidates}); '
+                 'the files are kept as they are: restore them from a backup or pass a new --workdir')

@@ -5,6 +5,8 @@ sharded on `data` -> jitted shard_map step -> replicated state -> orbax checkpoi
 """
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,26 @@ def _process_slice() -> pipeline.ProcessSlice:
 
 def _is_chief() -> bool:
   return jax.process_index() == 0
+
+
+class Preemption:
+  """Turns SIGTERM (a preemption notice) into a request the loop answers by checkpointing and
+  returning, instead of dying mid-step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._request)
+
+  def _request(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 def _summarise(sums: dict) -> dict:
@@ -89,7 +111,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   metrics = steps.zero_metrics(mesh)
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
   if manager.latest_step() is not None:
-    state, metrics = checkpoints.restore(manager, state, metrics)
+    state, metrics, _ = checkpoints.restore(manager, state, metrics, set_aside_unreadable=True)
     log.info('Resuming from step %d in %s', int(state.step), manager.directory)
   step = int(state.step)
   history = [h for h in reporting.read_history(workdir) if h['epoch'] <= step // steps_per_epoch]
@@ -101,6 +123,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
                config.model, config.dataset, config.epochs, steps_per_epoch, config.batch_size,
                jax.device_count(), jax.process_count())
 
+  preemption = Preemption()
   for epoch in range(step // steps_per_epoch, config.epochs):
     first_step = step - epoch * steps_per_epoch
     epoch_start = time.perf_counter()
@@ -110,12 +133,19 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     for local_batch in batches:
       state, metrics = train_step(state, metrics, steps.to_global_batch(local_batch, mesh), rng)
       step += 1
+      if preemption.requested:
+        _check_finite(_summarise(metrics), step, manager)
+        checkpoints.save(manager, state, metrics)
+        manager.wait_until_finished()
+        log.warning('SIGTERM: saved step %d in %s; rerun the same command to resume', step, manager.directory)
+        preemption.restore()
+        return history
       if step % config.log_every_steps == 0:
         summary = _summarise(metrics)
         _check_finite(summary, step, manager)
         elapsed = time.perf_counter() - epoch_start
         rate = (step - epoch * steps_per_epoch - first_step) * config.batch_size / elapsed
-        log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f images/s, ETA %s',
+        log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f examples/s, ETA %s',
                      epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
                      rate, reporting.format_duration((total_steps - step) * config.batch_size / rate))
       if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
@@ -141,6 +171,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
       tensorboard.scalars(step, {f'{k}': v for k, v in entry.items() if k not in ('epoch', 'step')})
   manager.wait_until_finished()
   tensorboard.close()
+  preemption.restore()
   return history
 
 
@@ -165,7 +196,7 @@ def evaluate(workdir, data_dir: str | None = None, split: str | None = None, ste
   split = split or config.eval_split
   eval_split = dataset.load(split)
   _, state = _build(config, dataset, eval_split.inputs[:1], 1, mesh)
-  state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh), step)
+  state, _, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh), step)
   result = evaluate_split(state, steps.make_eval_step(mesh), dataset, eval_split, config, mesh)
   report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
             'accuracy': result['accuracy'], 'loss': result['loss'],
@@ -183,7 +214,7 @@ def predict(workdir, raw_inputs: list, data_dir: str | None = None) -> np.ndarra
     raise ZooError(f'--mode=predict takes raw text; {config.dataset} has no text encoder')
   inputs = dataset.encode(raw_inputs)
   model, state = _build(config, dataset, inputs[:1], 1, mesh)
-  state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh))
+  state, _, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh))
   variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats else {})}
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
   if logits.shape[-1] == 1:

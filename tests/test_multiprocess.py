@@ -1,0 +1,44 @@
+"""Two processes on localhost (CPU, gloo collectives, one device each) train as one run."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from test_training import SMALL, restore_plain, train, without_timings
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
+  flags = (*SMALL, '--optimizer=sgd', '--learning_rate=0.05')
+  reference = train(tmp_path / 'one', *flags, devices=2)
+  port = free_port()
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES='1', JAX_PLATFORMS='cpu', MOCK_EXAMPLES='96', TF_CPP_MIN_LOG_LEVEL='2')
+  workdir = tmp_path / 'two'
+  processes = [subprocess.Popen(
+      [sys.executable, str(ROOT / 'tests' / 'mock_experiment.py'), 'cifar', f'--workdir={workdir}', *flags,
+       '--accelerator=cpu', f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=300) for p in processes]
+  for p, (out, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-3000:]
+  summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+  assert summaries[0]['eval_accuracy'] == summaries[1]['eval_accuracy']  # identical on every process
+  history = json.loads((workdir / 'history.json').read_text())
+  for a, b in zip(without_timings(reference), without_timings(history)):
+    assert a.keys() == b.keys()
+    for key in a:
+      assert a[key] == pytest.approx(b[key], rel=1e-5), key
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               restore_plain(workdir)['params'], restore_plain(tmp_path / 'one')['params'])
