@@ -1,9 +1,13 @@
 """Bad input: one line naming the problem and the fix, a non-zero exit, no traceback, nothing lost."""
 import json
+import re
 
+import jax
+import numpy as np
 import pytest
 
 from conftest import real_data_dir, run_experiment
+from test_training import restore_plain
 
 SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40')
 
@@ -69,3 +73,9 @@ def test_a_diverging_run_stops_at_a_named_step_and_keeps_its_last_good_checkpoin
            '--optimizer=sgd', '--checkpoint_every_steps=1', '--log_every_steps=1')
   result = run_experiment('cifar', *flags, '--learning_rate=1e12')
   assert_one_line_error(result, 'NaN/inf by step')
+  stopped = int(re.search(r'by step (\d+)', result.stderr).group(1))
+  kept = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
+  assert all(step < stopped for step in kept)
+  if kept:  # what was kept is good
+    params = restore_plain(tmp_path)['params']
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))

@@ -82,8 +82,10 @@ def evaluate_split(state, eval_step, dataset, split: pipeline.ArraySplit, config
   return _summarise(sums)
 
 
-def _check_finite(summary: dict, step: int, manager) -> None:
-  if not math.isfinite(summary['loss']):
+def _check_finite(summary: dict, step: int, manager, state=None) -> None:
+  """Stops a diverged run before it can checkpoint non-finite values (the parameters are checked
+  too when about to save: they turn inf one step before the loss shows it)."""
+  if not math.isfinite(summary['loss']) or (state is not None and not steps.all_finite(state.params)):
     manager.wait_until_finished()
     last = manager.latest_step()
     kept = f'the last good checkpoint is step {last}' if last is not None else 'no checkpoint was written'
@@ -134,7 +136,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
       state, metrics = train_step(state, metrics, steps.to_global_batch(local_batch, mesh), rng)
       step += 1
       if preemption.requested:
-        _check_finite(_summarise(metrics), step, manager)
+        _check_finite(_summarise(metrics), step, manager, state)
         checkpoints.save(manager, state, metrics)
         manager.wait_until_finished()
         log.warning('SIGTERM: saved step %d in %s; rerun the same command to resume', step, manager.directory)
@@ -149,10 +151,10 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
                      epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
                      rate, reporting.format_duration((total_steps - step) * config.batch_size / rate))
       if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-        _check_finite(_summarise(metrics), step, manager)
+        _check_finite(_summarise(metrics), step, manager, state)
         checkpoints.save(manager, state, metrics)
     train = _summarise(metrics)
-    _check_finite(train, step, manager)
+    _check_finite(train, step, manager, state)
     train_seconds = time.perf_counter() - epoch_start
     evaluation = evaluate_split(state, eval_step, dataset, eval_split, config, mesh)
     metrics = steps.zero_metrics(mesh)

@@ -52,6 +52,11 @@ def create_train_state(model, tx, sample_inputs, rng, mesh) -> TrainState:
   return jax.jit(init, out_shardings=replicated(mesh))()
 
 
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def classification_sums(logits, labels, mask, label_smoothing: float = 0.0) -> dict:
   """Masked sums of loss and correct predictions; one logit means binary (sigmoid) classification."""
   if logits.shape[-1] == 1:
