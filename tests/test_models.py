@@ -36,6 +36,18 @@ def test_simple_cnn_computes_the_keras_models_logits_from_the_same_weights():
                              keras_model(images).numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_reshape_max_pool_equals_flax_max_pool_in_value_and_gradient():
+  import flax.linen as nn
+  from zoo.models.cnn import max_pool_2x2
+  for shape in [(2, 30, 30, 4), (2, 13, 13, 4)]:  # the seed CNN's two pools: even and odd sizes
+    x = jax.random.normal(jax.random.key(0), shape)
+    reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(max_pool_2x2(x), reference(x))
+    cotangent = jax.random.normal(jax.random.key(1), reference(x).shape)
+    grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * cotangent))(x)
+    np.testing.assert_allclose(grad(max_pool_2x2), grad(reference), rtol=1e-6, atol=1e-6)
+
+
 def test_models_are_pure_and_compose_with_jit_vmap_and_grad():
   model = SimpleCNN()
   images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))

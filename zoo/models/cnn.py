@@ -14,6 +14,19 @@ import jax.numpy as jnp
 keras_kernel_init = nn.initializers.xavier_uniform()
 
 
+def max_pool_2x2(x):
+  """2x2, stride-2, VALID max-pooling written as a reshape and a max.
+
+  The same values as `nn.max_pool(x, (2, 2), strides=(2, 2))` (odd trailing rows/columns dropped,
+  as VALID does). Measured trick: XLA:CPU differentiates this far faster than reduce_window's
+  select-and-scatter; the seed CNN's whole train step went from 50 ms to 26 ms at batch 32 on the
+  2-core development CPU (`python -m experiments.benchmark --models=simple_cnn`).
+  """
+  n, h, w, c = x.shape
+  x = x[:, : h // 2 * 2, : w // 2 * 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class SimpleCNN(nn.Module):
   """The seed's Keras CNN, layer for layer: Conv32-pool-Conv64-pool-Conv64-Dense64-Dense10.
 
@@ -27,9 +40,9 @@ class SimpleCNN(nn.Module):
     del train  # No dropout or BatchNorm: train and eval are the same function.
     conv = lambda features: nn.Conv(features, (3, 3), padding='VALID', kernel_init=keras_kernel_init)
     x = nn.relu(conv(32)(images))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool_2x2(x)
     x = nn.relu(conv(64)(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool_2x2(x)
     x = nn.relu(conv(64)(x))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(64, kernel_init=keras_kernel_init)(x))

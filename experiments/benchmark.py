@@ -1,0 +1,86 @@
+"""Training throughput of the zoo's models: `python -m experiments.benchmark [--data_dir=../shared/tfds]`.
+
+For each model: compile time, steady-state step time on a batch already on the devices, FLOPs per
+step (XLA's cost analysis of the compiled step), achieved GFLOP/s and its fraction of a measured
+float32 matmul peak; the seed's Keras CNN measured in the same run for the ratio; and, with
+--data_dir, the step time through the real input pipeline against the on-device step time.
+Prints a Markdown table and one JSON line per row.
+"""
+import json
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from zoo import benchmarking
+from zoo.training.config import Config
+
+flags.DEFINE_list('models', ['simple_cnn', 'mlp', 'resnet20', 'lstm', 'bilstm'], 'Models to measure.')
+flags.DEFINE_integer('batch_size', None, 'Global batch for every model (default: each recipe\'s batch).')
+flags.DEFINE_integer('steps', 30, 'Timed steps per model.')
+flags.DEFINE_bool('keras', True, 'Also time the seed\'s Keras CNN at simple_cnn\'s batch size.')
+flags.DEFINE_string('data_dir', None, 'A TFDS directory with cifar10: also time the real input pipeline.')
+FLAGS = flags.FLAGS
+
+# name -> (dataset, recipe batch size, input shape, input dtype, model kwargs)
+_RECIPES = {
+    'simple_cnn': ('cifar10', 32, (32, 32, 3), np.float32, {'num_classes': 10}),
+    'mlp': ('cifar10', 32, (32, 32, 3), np.float32, {'num_classes': 10}),
+    'resnet20': ('cifar10', 128, (32, 32, 3), np.float32, {'num_classes': 10}),
+    'lstm': ('imdb_reviews', 32, (200,), np.int32, {'vocab_size': 10000, 'num_classes': 1}),
+    'bilstm': ('imdb_reviews', 64, (400,), np.int32, {'vocab_size': 20000, 'num_classes': 1}),
+}
+
+
+def synthetic_batch(shape, dtype, batch_size, model_kwargs):
+  rng = np.random.default_rng(0)
+  if dtype == np.int32:
+    inputs = rng.integers(1, model_kwargs['vocab_size'], (batch_size, *shape)).astype(np.int32)
+  else:
+    inputs = rng.random((batch_size, *shape), dtype=np.float32)
+  labels = rng.integers(0, max(model_kwargs['num_classes'], 2), batch_size).astype(np.int32)
+  return {'inputs': inputs, 'label': labels, 'mask': np.ones(batch_size, np.float32)}
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.ERROR)  # TFDS and orbax INFO lines would bury the table
+  peak = benchmarking.matmul_peak_gflops()
+  device = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
+  print(f'float32 2048x2048 matmul peak: {peak:.0f} GFLOP/s on {device}', flush=True)
+  rows = []
+  for name in FLAGS.models:
+    dataset, batch_size, shape, dtype, kwargs = _RECIPES[name]
+    batch_size = FLAGS.batch_size or batch_size
+    config = Config(dataset=dataset, model=name, batch_size=batch_size)
+    result = benchmarking.measure_train_step(config, synthetic_batch(shape, dtype, batch_size, kwargs), kwargs,
+                                             num_steps=FLAGS.steps)
+    row = {'model': name, 'batch_size': batch_size, **result, 'fraction_of_peak': result['gflops_per_second'] / peak}
+    if name == 'simple_cnn' and FLAGS.keras:
+      row['keras_examples_per_second'] = benchmarking.measure_keras_seed_cnn(batch_size)
+      row['speedup_over_keras'] = row['examples_per_second'] / row['keras_examples_per_second']
+    if dataset == 'cifar10' and FLAGS.data_dir:
+      from zoo.data import open_dataset
+      data = open_dataset(config, FLAGS.data_dir, None)
+      split = data.load('train[:10000]')
+      row['pipeline_step_seconds'] = benchmarking.measure_pipeline_step(config, data, split, num_steps=FLAGS.steps)
+      row['pipeline_overhead'] = row['pipeline_step_seconds'] / row['step_seconds'] - 1
+    rows.append(row)
+    print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
+  print(f'\n| model | batch | compile s | step ms | examples/s | MFLOP/step | GFLOP/s | of peak | pipeline overhead | vs Keras |')
+  print('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+  for r in rows:
+    overhead = f"{r['pipeline_overhead']:+.1%}" if 'pipeline_overhead' in r else '–'
+    keras = (f"{r['speedup_over_keras']:.2f}x ({r['keras_examples_per_second']:.0f}/s)"
+             if 'speedup_over_keras' in r else '–')
+    print(f"| {r['model']} | {r['batch_size']} | {r['compile_seconds']:.1f} | {r['step_seconds'] * 1e3:.1f} | "
+          f"{r['examples_per_second']:.0f} | {r['flops_per_step'] / 1e6:.0f} | {r['gflops_per_second']:.1f} | "
+          f"{r['fraction_of_peak']:.1%} | {overhead} | {keras} |")
+
+
+if __name__ == '__main__':
+  app.run(main)

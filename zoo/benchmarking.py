@@ -1,0 +1,112 @@
+"""Throughput measurements: how fast a zoo train step runs, what it costs in FLOPs, how close that
+is to the machine's matmul peak, and whether the input pipeline keeps up.
+
+All timings exclude compilation (reported separately) and block on the result, so asynchronous
+dispatch cannot flatter them.
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoo.data import pipeline
+from zoo.models import create_model
+from zoo.training import steps
+from zoo.training.config import Config
+from zoo.training.optimizers import create_optimizer
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+  """Achieved GFLOP/s of a float32 size x size matmul: the practical peak to compare against."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    out = matmul(a, a)
+  out.block_until_ready()
+  return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_step(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis.get('flops', float('nan')))
+
+
+def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dict, mesh):
+  model = create_model(config.model, **model_kwargs)
+  tx = create_optimizer(config, steps_per_epoch=100)
+  state = steps.create_train_state(model, tx, sample_inputs[:1], jax.random.key(config.seed), mesh)
+  return state, steps.make_train_step(mesh, config.label_smoothing)
+
+
+def measure_train_step(config: Config, batch: dict, model_kwargs: dict, *, num_steps: int = 30) -> dict:
+  """Steady-state step time on one batch already on the devices, compile time and FLOPs."""
+  mesh = steps.data_mesh()
+  state, train_step = _state_and_step(config, batch['inputs'], model_kwargs, mesh)
+  metrics = steps.zero_metrics(mesh)
+  global_batch = steps.to_global_batch(batch, mesh)
+  rng = jax.random.key(0)
+  start = time.perf_counter()
+  compiled = train_step.lower(state, metrics, global_batch, rng).compile()
+  compile_seconds = time.perf_counter() - start
+  state, metrics = compiled(state, metrics, global_batch, rng)  # warm-up
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(num_steps):
+    state, metrics = compiled(state, metrics, global_batch, rng)
+  jax.block_until_ready(metrics)
+  step_seconds = (time.perf_counter() - start) / num_steps
+  flops = flops_per_step(compiled)
+  return {'compile_seconds': compile_seconds, 'step_seconds': step_seconds,
+          'examples_per_second': len(batch['label']) / step_seconds,
+          'flops_per_step': flops, 'gflops_per_second': flops / step_seconds / 1e9}
+
+
+def measure_pipeline_step(config: Config, dataset, split: pipeline.ArraySplit, *, num_steps: int = 30) -> float:
+  """Step time when every batch comes through the real tf.data pipeline (seconds per step)."""
+  mesh = steps.data_mesh()
+  state, train_step = _state_and_step(config, np.asarray(dataset.preprocess(split.inputs[:1], None)),
+                                      dataset.model_kwargs(), mesh)
+  metrics = steps.zero_metrics(mesh)
+  rng = jax.random.key(0)
+  batches = pipeline.train_batches(split, dataset.preprocess, global_batch=config.batch_size, seed=0,
+                                   epoch=0, noise_per_example=dataset.noise_per_example)
+  state, metrics = train_step(state, metrics, steps.to_global_batch(next(batches), mesh), rng)  # compile
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _, local_batch in zip(range(num_steps), batches):
+    state, metrics = train_step(state, metrics, steps.to_global_batch(local_batch, mesh), rng)
+  jax.block_until_ready(metrics)
+  return (time.perf_counter() - start) / num_steps
+
+
+def measure_keras_seed_cnn(batch_size: int, *, num_steps: int = 200, warmup_steps: int = 20) -> float:
+  """Training images/s of the seed's own Keras CNN (same layers, Adam, from_logits loss)."""
+  import tensorflow as tf
+  from tensorflow.keras import layers, models
+  model = models.Sequential([
+      layers.Input((32, 32, 3)),
+      layers.Conv2D(32, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
+      layers.Conv2D(64, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
+      layers.Conv2D(64, (3, 3), activation='relu'), layers.Flatten(),
+      layers.Dense(64, activation='relu'), layers.Dense(10)])
+  model.compile(optimizer='adam', loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=['accuracy'])
+  rng = np.random.default_rng(0)
+  images = rng.random(((num_steps + warmup_steps) * batch_size, 32, 32, 3), dtype=np.float32)
+  labels = rng.integers(0, 10, len(images))
+
+  class Clock(tf.keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+      if batch == warmup_steps:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+      self.seconds = time.perf_counter() - self.start
+
+  clock = Clock()
+  model.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0, callbacks=[clock], shuffle=False)
+  return num_steps * batch_size / clock.seconds
