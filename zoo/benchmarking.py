@@ -16,6 +16,8 @@ from zoo.training import steps
 from zoo.training.config import Config
 from zoo.training.optimizers import create_optimizer
 
+MIN_SECONDS = 5.0  # time at least this long: this machine's step times jitter by 10-20 %
+
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
   """Achieved GFLOP/s of a float32 size x size matmul: the practical peak to compare against."""
@@ -54,11 +56,12 @@ def measure_train_step(config: Config, batch: dict, model_kwargs: dict, *, num_s
   compile_seconds = time.perf_counter() - start
   state, metrics = compiled(state, metrics, global_batch, rng)  # warm-up
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(num_steps):
+  done, start = 0, time.perf_counter()
+  while done < num_steps or time.perf_counter() - start < MIN_SECONDS:
     state, metrics = compiled(state, metrics, global_batch, rng)
-  jax.block_until_ready(metrics)
-  step_seconds = (time.perf_counter() - start) / num_steps
+    jax.block_until_ready(metrics)  # like the pipeline loop below: one step at a time
+    done += 1
+  step_seconds = (time.perf_counter() - start) / done
   flops = flops_per_step(compiled)
   return {'compile_seconds': compile_seconds, 'step_seconds': step_seconds,
           'examples_per_second': len(batch['label']) / step_seconds,
@@ -76,11 +79,14 @@ def measure_pipeline_step(config: Config, dataset, split: pipeline.ArraySplit, *
                                    epoch=0, noise_per_example=dataset.noise_per_example)
   state, metrics = train_step(state, metrics, steps.to_global_batch(next(batches), mesh), rng)  # compile
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _, local_batch in zip(range(num_steps), batches):
+  done, start = 0, time.perf_counter()
+  for local_batch in batches:
     state, metrics = train_step(state, metrics, steps.to_global_batch(local_batch, mesh), rng)
-  jax.block_until_ready(metrics)
-  return (time.perf_counter() - start) / num_steps
+    jax.block_until_ready(metrics)
+    done += 1
+    if done >= num_steps and time.perf_counter() - start >= MIN_SECONDS:
+      break
+  return (time.perf_counter() - start) / done
 
 
 def measure_keras_seed_cnn(batch_size: int, *, num_steps: int = 200, warmup_steps: int = 20) -> float:
