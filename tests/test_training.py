@@ -28,7 +28,7 @@ def restore_plain(workdir, step=None):
 
 
 def without_timings(history):
-  return [{k: v for k, v in h.items() if k not in ('seconds', 'train_images_per_second')} for h in history]
+  return [{k: v for k, v in h.items() if k not in ('seconds', 'train_images_per_second', 'train_gflops_per_second')} for h in history]
 
 
 @pytest.fixture(scope='module')
@@ -44,7 +44,8 @@ def test_training_leaves_history_plot_tensorboard_config_and_checkpoints(trained
   for entry in history:
     assert entry['eval_examples'] == 96
     assert 0 <= entry['train_accuracy'] <= 1 and np.isfinite(entry['train_loss'])
-    assert entry['train_images_per_second'] > 0
+    assert entry['train_images_per_second'] > 0 and entry['train_gflops_per_second'] > 0
+    assert entry['flops_per_step'] == pytest.approx(16 * 26.4e6, rel=0.05)  # XLA: 26.4 MFLOP/image
   assert (workdir / 'history.png').stat().st_size > 1000
   assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
   config = json.loads((workdir / 'config.json').read_text())

@@ -31,12 +31,6 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
   return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def flops_per_step(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return float(analysis.get('flops', float('nan')))
-
-
 def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dict, mesh):
   model = create_model(config.model, **model_kwargs)
   tx = create_optimizer(config, steps_per_epoch=100)
@@ -62,7 +56,7 @@ def measure_train_step(config: Config, batch: dict, model_kwargs: dict, *, num_s
     jax.block_until_ready(metrics)  # like the pipeline loop below: one step at a time
     done += 1
   step_seconds = (time.perf_counter() - start) / done
-  flops = flops_per_step(compiled)
+  flops = steps.flops_per_step(compiled)
   return {'compile_seconds': compile_seconds, 'step_seconds': step_seconds,
           'examples_per_second': len(batch['label']) / step_seconds,
           'flops_per_step': flops, 'gflops_per_second': flops / step_seconds / 1e9}

@@ -126,6 +126,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
                jax.device_count(), jax.process_count())
 
   preemption = Preemption()
+  compiled_step, flops = None, 0.0
   for epoch in range(step // steps_per_epoch, config.epochs):
     first_step = step - epoch * steps_per_epoch
     epoch_start = time.perf_counter()
@@ -133,7 +134,12 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
         train_split, dataset.preprocess, global_batch=config.batch_size, seed=config.seed, epoch=epoch,
         start_step=first_step, noise_per_example=dataset.noise_per_example, process=_process_slice())
     for local_batch in batches:
-      state, metrics = train_step(state, metrics, steps.to_global_batch(local_batch, mesh), rng)
+      global_batch = steps.to_global_batch(local_batch, mesh)
+      if compiled_step is None:  # compiled ahead of time once, so that XLA's FLOP count comes free
+        compiled_step = train_step.lower(state, metrics, global_batch, rng).compile()
+        flops = steps.flops_per_step(compiled_step)
+        log.info('train step: %.1f MFLOP per step (XLA cost analysis)', flops / 1e6)
+      state, metrics = compiled_step(state, metrics, global_batch, rng)
       step += 1
       if preemption.requested:
         _check_finite(_summarise(metrics), step, manager, state)
@@ -146,10 +152,12 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
         summary = _summarise(metrics)
         _check_finite(summary, step, manager)
         elapsed = time.perf_counter() - epoch_start
-        rate = (step - epoch * steps_per_epoch - first_step) * config.batch_size / elapsed
-        log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f examples/s, ETA %s',
-                     epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
-                     rate, reporting.format_duration((total_steps - step) * config.batch_size / rate))
+        done = step - epoch * steps_per_epoch - first_step
+        rate = done * config.batch_size / elapsed
+        log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f examples/s, %.1f GFLOP/s, ETA %s',
+                 epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
+                 rate, flops * done / elapsed / 1e9,
+                 reporting.format_duration((total_steps - step) * config.batch_size / rate))
       if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
         _check_finite(_summarise(metrics), step, manager, state)
         checkpoints.save(manager, state, metrics)
@@ -164,7 +172,9 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
              'eval_loss': evaluation['loss'], 'eval_accuracy': evaluation['accuracy'],
              'eval_examples': evaluation['num_examples'],
              'seconds': round(time.perf_counter() - epoch_start, 3),
-             'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1)}
+             'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1),
+             'flops_per_step': flops,
+             'train_gflops_per_second': round(flops * (steps_per_epoch - first_step) / train_seconds / 1e9, 2)}
     history.append(entry)
     log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
     if _is_chief():

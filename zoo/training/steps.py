@@ -6,6 +6,7 @@ This is what `jax.pmap` itself is built on since JAX 0.8, written out: parameter
 every process runs the same step on its rows.
 """
 import functools
+import math
 from typing import Any
 
 import flax
@@ -50,6 +51,14 @@ def create_train_state(model, tx, sample_inputs, rng, mesh) -> TrainState:
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                              batch_stats=variables.get('batch_stats', flax.core.FrozenDict()))
   return jax.jit(init, out_shardings=replicated(mesh))()
+
+
+def flops_per_step(compiled) -> float:
+  """FLOPs of one compiled step from XLA's cost analysis (a scan body counts once)."""
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  flops = float((analysis or {}).get('flops', 0.0))
+  return flops if math.isfinite(flops) else 0.0
 
 
 @jax.jit
