@@ -21,13 +21,8 @@ def test_simple_cnn_has_the_seeds_shape_and_parameter_count():
 
 
 def test_simple_cnn_computes_the_keras_models_logits_from_the_same_weights():
-  from tensorflow.keras import layers, models  # the seed's model, verbatim
-  keras_model = models.Sequential([
-      layers.Input((32, 32, 3)),
-      layers.Conv2D(32, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
-      layers.Conv2D(64, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
-      layers.Conv2D(64, (3, 3), activation='relu'), layers.Flatten(),
-      layers.Dense(64, activation='relu'), layers.Dense(10)])
+  from zoo.benchmarking import seed_keras_cnn
+  keras_model = seed_keras_cnn()
   params = SimpleCNN().init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
   order = ['Conv_0', 'Conv_1', 'Conv_2', 'Dense_0', 'Dense_1']
   keras_model.set_weights([np.asarray(params[name][part]) for name in order for part in ('kernel', 'bias')])
