@@ -99,5 +99,17 @@ def test_a_damaged_latest_checkpoint_falls_back_and_nothing_is_deleted(reference
   assert_same_result(workdir, reference)
 
 
+@pytest.mark.slow
+def test_resume_from_an_epochs_last_checkpoint_is_bit_identical(reference, tmp_path):
+  import shutil
+  shutil.copytree(reference[0], tmp_path / 'w')
+  workdir = tmp_path / 'w'
+  for step_dir in (workdir / 'checkpoints').iterdir():  # as if killed right after epoch 1's save
+    if step_dir.name.isdigit() and int(step_dir.name) > 6:
+      shutil.rmtree(step_dir)
+  train(workdir, *FLAGS)
+  assert_same_result(workdir, reference)
+
+
 def test_same_seed_same_devices_gives_identical_history(reference, tmp_path):
   assert without_timings(train(tmp_path, *FLAGS)) == without_timings(reference[1])

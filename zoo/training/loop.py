@@ -55,6 +55,13 @@ class Preemption:
       self._previous = None
 
 
+def _stop_for_preemption(preemption: Preemption, manager, step: int, history: list[dict]) -> list[dict]:
+  manager.wait_until_finished()
+  log.warning('SIGTERM: saved step %d in %s; rerun the same command to resume', step, manager.directory)
+  preemption.restore()
+  return history
+
+
 def _summarise(sums: dict) -> dict:
   sums = jax.device_get(sums)
   count = max(float(sums['count']), 1.0)
@@ -141,13 +148,10 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
         log.info('train step: %.1f MFLOP per step (XLA cost analysis)', flops / 1e6)
       state, metrics = compiled_step(state, metrics, global_batch, rng)
       step += 1
-      if preemption.requested:
+      if preemption.requested and step % steps_per_epoch:  # at an epoch's end: finish the epoch first
         _check_finite(_summarise(metrics), step, manager, state)
         checkpoints.save(manager, state, metrics)
-        manager.wait_until_finished()
-        log.warning('SIGTERM: saved step %d in %s; rerun the same command to resume', step, manager.directory)
-        preemption.restore()
-        return history
+        return _stop_for_preemption(preemption, manager, step, history)
       if step % config.log_every_steps == 0:
         summary = _summarise(metrics)
         _check_finite(summary, step, manager)
@@ -158,7 +162,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
                  epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
                  rate, flops * done / elapsed / 1e9,
                  reporting.format_duration((total_steps - step) * config.batch_size / rate))
-      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
+        # (An epoch's last step is saved after its evaluation and history entry, below.)
         _check_finite(_summarise(metrics), step, manager, state)
         checkpoints.save(manager, state, metrics)
     train = _summarise(metrics)
@@ -166,7 +171,6 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     train_seconds = time.perf_counter() - epoch_start
     evaluation = evaluate_split(state, eval_step, dataset, eval_split, config, mesh)
     metrics = steps.zero_metrics(mesh)
-    checkpoints.save(manager, state, metrics)
     entry = {'epoch': epoch + 1, 'step': step,
              'train_loss': train['loss'], 'train_accuracy': train['accuracy'],
              'eval_loss': evaluation['loss'], 'eval_accuracy': evaluation['accuracy'],
@@ -181,6 +185,11 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
       reporting.write_json(workdir / reporting.HISTORY_FILE, history)
       reporting.plot_history(history, workdir / reporting.PLOT_FILE)
       tensorboard.scalars(step, {f'{k}': v for k, v in entry.items() if k not in ('epoch', 'step')})
+    # After the history: a kill in between leaves an entry that the resumed run drops and redoes,
+    # never a checkpoint whose epoch has no entry.
+    checkpoints.save(manager, state, metrics)
+    if preemption.requested:
+      return _stop_for_preemption(preemption, manager, step, history)
   manager.wait_until_finished()
   tensorboard.close()
   preemption.restore()
