@@ -55,7 +55,7 @@ def restore(manager: ocp.CheckpointManager, state, epoch_metrics, step: int | No
   A checkpoint that cannot be read (a crash mid-save, a truncated file) is skipped with a warning
   and the next older one is tried. Nothing is deleted: with `set_aside_unreadable` (training) the
   unreadable step directory is renamed to `unreadable-<step>` so that new saves can take its step.
-  Returns (state, epoch_metrics, restored step).
+  Returns (state, epoch_metrics).
   """
   template = _tree(state, epoch_metrics)
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, flax.serialization.to_state_dict(template))
@@ -77,6 +77,6 @@ def restore(manager: ocp.CheckpointManager, state, epoch_metrics, step: int | No
       log.warning('restored the older checkpoint %d instead', candidate)
     if set_aside_unreadable:
       manager.reload()
-    return state.replace(**tree), epoch_metrics, candidate
+    return state.replace(**tree), epoch_metrics
   raise ZooError(f'no readable checkpoint in {manager.directory} (tried steps {candidates}); '
                  'the files are kept as they are: restore them from a backup or pass a new --workdir')

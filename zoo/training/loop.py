@@ -120,7 +120,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   metrics = steps.zero_metrics(mesh)
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
   if manager.latest_step() is not None:
-    state, metrics, _ = checkpoints.restore(manager, state, metrics, set_aside_unreadable=True)
+    state, metrics = checkpoints.restore(manager, state, metrics, set_aside_unreadable=True)
     log.info('Resuming from step %d in %s', int(state.step), manager.directory)
   step = int(state.step)
   history = [h for h in reporting.read_history(workdir) if h['epoch'] <= step // steps_per_epoch]
@@ -217,7 +217,7 @@ def evaluate(workdir, data_dir: str | None = None, split: str | None = None, ste
   split = split or config.eval_split
   eval_split = dataset.load(split)
   _, state = _build(config, dataset, eval_split.inputs[:1], 1, mesh)
-  state, _, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh), step)
+  state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh), step)
   result = evaluate_split(state, steps.make_eval_step(mesh), dataset, eval_split, config, mesh)
   report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
             'accuracy': result['accuracy'], 'loss': result['loss'],
@@ -235,7 +235,7 @@ def predict(workdir, raw_inputs: list, data_dir: str | None = None) -> np.ndarra
     raise ZooError(f'--mode=predict takes raw text; {config.dataset} has no text encoder')
   inputs = dataset.encode(raw_inputs)
   model, state = _build(config, dataset, inputs[:1], 1, mesh)
-  state, _, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh))
+  state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh))
   variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats else {})}
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
   if logits.shape[-1] == 1:
