@@ -45,6 +45,9 @@ _HELP = {
     'log_every_steps': 'Progress line every this many steps.',
     'vocab_size': 'Text only: vocabulary size, OOV and padding ids included.',
     'max_length': 'Text only: tokens per example after post-padding/truncation.',
+    'input_pipeline': 'auto | device (split held on the devices, batches gathered and augmented in '
+                      'the jitted step) | tf_data (batches streamed from the host); same results.',
+    'steps_per_dispatch': 'With --input_pipeline=device: train steps per jitted call.',
 }
 
 # Flags that change what is evaluated, not what was trained: allowed to differ in --mode=eval.

@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 from conftest import real_data_dir
 
 from zoo.data import open_dataset, pipeline, tfds_source
-from zoo.data.cifar import random_crop_and_flip
+from zoo.data.cifar import random_crop_and_flip, random_crop_and_flip_on_device
 from zoo.errors import ZooError
 from zoo.training.config import Config
 
@@ -117,3 +117,21 @@ def test_crop_and_flip_moves_pixels_as_the_noise_says():
   out = random_crop_and_flip(tf.constant(image), tf.constant(shifted)).numpy()
   np.testing.assert_array_equal(out[0, 4:], image[0, :28])
   np.testing.assert_array_equal(out[0, 3], image[0, 1])
+
+
+def test_crop_and_flip_on_device_equals_the_tf_data_version():
+  images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+  _, noise = pipeline.epoch_plan(64, 64, seed=3, epoch=1, noise_per_example=3)
+  expected = random_crop_and_flip(tf.constant(images), tf.constant(noise[0])).numpy()
+  np.testing.assert_array_equal(np.asarray(random_crop_and_flip_on_device(images, noise[0])), expected)
+  assert (expected != images).any()
+
+
+def test_both_pipelines_preprocess_cifar_alike():
+  config = Config(augment=True)
+  dataset = open_dataset(config, None, None)
+  images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+  noise = np.random.default_rng(2).random((8, 3), dtype=np.float32)
+  # (XLA may divide by 255 as a multiplication: the same to the last bit or one ulp.)
+  np.testing.assert_allclose(np.asarray(dataset.preprocess_on_device(images, noise)),
+                             dataset.preprocess(tf.constant(images), tf.constant(noise)).numpy(), rtol=1e-6)

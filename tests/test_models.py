@@ -43,6 +43,34 @@ def test_reshape_max_pool_equals_flax_max_pool_in_value_and_gradient():
     np.testing.assert_allclose(grad(max_pool_2x2), grad(reference), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('padding', ['VALID', 'SAME', ((2, 0), (1, 1))])
+@pytest.mark.parametrize('shape, features', [((2, 32, 32, 3), 32), ((2, 15, 15, 32), 64), ((2, 6, 6, 64), 16)])
+def test_cpu_convolution_equals_lax_in_value_and_gradient(padding, shape, features):
+  from jax import lax
+  from zoo.models.cnn import conv_general_dilated
+  x = jax.random.normal(jax.random.key(0), shape)
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], features)) / 10
+  conv = lambda f: lambda x, k: f(x, k, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours, reference = conv(conv_general_dilated), conv(lax.conv_general_dilated)
+  np.testing.assert_allclose(jax.jit(ours)(x, kernel), reference(x, kernel), rtol=1e-5, atol=1e-5)
+  cotangent = jax.random.normal(jax.random.key(2), reference(x, kernel).shape)
+  grads = lambda f: jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k) * cotangent), argnums=(0, 1)))(x, kernel)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads(ours), grads(reference))
+
+
+def test_strided_and_grouped_convolutions_fall_back_to_lax():
+  from jax import lax
+  from zoo.models.cnn import conv_general_dilated
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 2, 4))
+  for kwargs in [dict(window_strides=(2, 2), feature_group_count=1), dict(window_strides=(1, 1), feature_group_count=2)]:
+    k = kernel if kwargs['feature_group_count'] == 2 else jnp.concatenate([kernel, kernel], axis=2)
+    args = (x, k, kwargs['window_strides'], 'SAME')
+    extra = dict(dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=kwargs['feature_group_count'])
+    np.testing.assert_allclose(conv_general_dilated(*args, **extra), lax.conv_general_dilated(*args, **extra),
+                               rtol=1e-6)
+
+
 def test_models_are_pure_and_compose_with_jit_vmap_and_grad():
   model = SimpleCNN()
   images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))

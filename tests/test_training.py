@@ -105,6 +105,23 @@ def test_one_and_two_devices_train_the_same_model(tmp_path):
                restore_plain(tmp_path / 'two')['params'], restore_plain(tmp_path / 'one')['params'])
 
 
+@pytest.mark.parametrize('devices', [1, 2])
+def test_device_held_data_trains_like_the_tf_data_pipeline(tmp_path, devices):
+  """Same batches, same augmentation, same steps: whether the split sits on the devices (several
+  steps per call) or streams through tf.data (one step per call)."""
+  flags = ('--optimizer=sgd', '--learning_rate=0.05', '--augment')
+  streamed = train(tmp_path / 'tf_data', *flags, '--input_pipeline=tf_data', devices=devices)
+  held = train(tmp_path / 'device', *flags, '--input_pipeline=device', '--steps_per_dispatch=4', devices=devices)
+  for a, b in zip(streamed, held):
+    assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-5)
+    assert a['eval_loss'] == pytest.approx(b['eval_loss'], rel=1e-5)
+    assert a['eval_accuracy'] == b['eval_accuracy']
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               restore_plain(tmp_path / 'device')['params'], restore_plain(tmp_path / 'tf_data')['params'])
+  # The pipeline only changes speed: the workdir accepts the other one on resume.
+  assert train(tmp_path / 'device', *flags, '--input_pipeline=tf_data', devices=devices) == held
+
+
 @pytest.mark.parametrize('before, after', [(2, 1), (1, 2)])
 def test_resume_on_another_device_count(tmp_path, before, after):
   flags = ('--optimizer=sgd', '--learning_rate=0.05', '--checkpoint_every_steps=2', '--keep_checkpoints=20')

@@ -4,6 +4,7 @@ is to the machine's matmul peak, and whether the input pipeline keeps up.
 All timings exclude compilation (reported separately) and block on the result, so asynchronous
 dispatch cannot flatter them.
 """
+import dataclasses
 import time
 
 import jax
@@ -12,7 +13,7 @@ import numpy as np
 
 from zoo.data import pipeline
 from zoo.models import create_model
-from zoo.training import steps
+from zoo.training import feeds, steps
 from zoo.training.config import Config
 from zoo.training.optimizers import create_optimizer
 
@@ -39,7 +40,8 @@ def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dic
 
 
 def measure_train_step(config: Config, batch: dict, model_kwargs: dict, *, num_steps: int = 30) -> dict:
-  """Steady-state step time on one batch already on the devices, compile time and FLOPs."""
+  """Steady-state step time on one batch already on the devices (steps dispatched back to back, as
+  the training loop does), compile time and FLOPs."""
   mesh = steps.data_mesh()
   state, train_step = _state_and_step(config, batch['inputs'], model_kwargs, mesh)
   metrics = steps.zero_metrics(mesh)
@@ -53,8 +55,8 @@ def measure_train_step(config: Config, batch: dict, model_kwargs: dict, *, num_s
   done, start = 0, time.perf_counter()
   while done < num_steps or time.perf_counter() - start < MIN_SECONDS:
     state, metrics = compiled(state, metrics, global_batch, rng)
-    jax.block_until_ready(metrics)  # like the pipeline loop below: one step at a time
     done += 1
+  jax.block_until_ready(metrics)
   step_seconds = (time.perf_counter() - start) / done
   flops = steps.flops_per_step(compiled)
   return {'compile_seconds': compile_seconds, 'step_seconds': step_seconds,
@@ -62,24 +64,25 @@ def measure_train_step(config: Config, batch: dict, model_kwargs: dict, *, num_s
           'flops_per_step': flops, 'gflops_per_second': flops / step_seconds / 1e9}
 
 
-def measure_pipeline_step(config: Config, dataset, split: pipeline.ArraySplit, *, num_steps: int = 30) -> float:
-  """Step time when every batch comes through the real tf.data pipeline (seconds per step)."""
+def measure_feed_step(config: Config, dataset, split: pipeline.ArraySplit, *, num_steps: int = 30) -> float:
+  """Seconds per step when batches come through the real input pipeline `config.input_pipeline`
+  (`feeds.py`: the split held on the devices, or tf.data), preprocessing and augmentation included."""
   mesh = steps.data_mesh()
-  state, train_step = _state_and_step(config, np.asarray(dataset.preprocess(split.inputs[:1], None)),
-                                      dataset.model_kwargs(), mesh)
-  metrics = steps.zero_metrics(mesh)
-  rng = jax.random.key(0)
-  batches = pipeline.train_batches(split, dataset.preprocess, global_batch=config.batch_size, seed=0,
-                                   epoch=0, noise_per_example=dataset.noise_per_example)
-  state, metrics = train_step(state, metrics, steps.to_global_batch(next(batches), mesh), rng)  # compile
+  config = dataclasses.replace(config, steps_per_dispatch=max(num_steps, 1))
+  state, _ = _state_and_step(config, np.asarray(dataset.preprocess(split.inputs[:1], None)),
+                             dataset.model_kwargs(), mesh)
+  feed = feeds.create(config, dataset, split, mesh)
+  metrics, rng = steps.zero_metrics(mesh), jax.random.key(0)
+  feed.start_epoch(0, 0)
+  state, metrics = feed.run(state, metrics, rng, 1)  # compiles
   jax.block_until_ready(metrics)
+  available = pipeline.steps_per_epoch(split.num_examples, config.batch_size) - 1  # one epoch's plan
   done, start = 0, time.perf_counter()
-  for local_batch in batches:
-    state, metrics = train_step(state, metrics, steps.to_global_batch(local_batch, mesh), rng)
+  while done < available and (done < num_steps or time.perf_counter() - start < MIN_SECONDS):
+    chunk = min(num_steps, available - done)
+    state, metrics = feed.run(state, metrics, rng, chunk)
     jax.block_until_ready(metrics)
-    done += 1
-    if done >= num_steps and time.perf_counter() - start >= MIN_SECONDS:
-      break
+    done += chunk
   return (time.perf_counter() - start) / done
 
 

@@ -1,8 +1,9 @@
 """Datasets by the names `--dataset` accepts; each loads splits and preprocesses batches.
 
 A dataset class takes (config, data_dir, workdir) and offers `model_kwargs()`, `load(split)` ->
-ArraySplit, `preprocess(inputs, noise)` and `noise_per_example` (random numbers its augmentation
-draws per example; 0 for none).
+ArraySplit, `preprocess(inputs, noise)` (TensorFlow, for tf.data), `preprocess_on_device(inputs,
+noise)` (the same in jax.numpy, for splits held on the devices) and `noise_per_example` (random
+numbers its augmentation draws per example; 0 for none).
 """
 from zoo.data.cifar import Cifar10
 from zoo.data.text import ImdbReviews

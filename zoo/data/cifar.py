@@ -1,5 +1,13 @@
-"""CIFAR-10 from TFDS: uint8 images in memory, scaled to [0, 1] per batch, optional crop+flip."""
+"""CIFAR-10 from TFDS: uint8 images in memory, scaled to [0, 1] per batch, optional crop+flip.
+
+Both input pipelines are here: `preprocess` (TensorFlow, for tf.data on the host) and
+`preprocess_on_device` (jax.numpy, inside the jitted step); given the same noise they compute the
+same images (`tests/test_data.py`).
+"""
+import jax
+import jax.numpy as jnp
 import tensorflow as tf
+from jax import lax
 
 from zoo.data import tfds_source
 from zoo.data.pipeline import ArraySplit
@@ -29,6 +37,11 @@ class Cifar10:
       images = random_crop_and_flip(images, noise)
     return tf.cast(images, tf.float32) / 255.0
 
+  def preprocess_on_device(self, images: jax.Array, noise: jax.Array | None) -> jax.Array:
+    if noise is not None:
+      images = random_crop_and_flip_on_device(images, noise)
+    return images.astype(jnp.float32) / 255.0
+
 
 def random_crop_and_flip(images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
   """Per-example random 32x32 crop of the reflect-padded image and a coin-flip mirror, vectorised."""
@@ -39,3 +52,13 @@ def random_crop_and_flip(images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
   cols = offsets[:, 1:2] + tf.range(width)[None]
   crops = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
   return tf.where(noise[:, 2, None, None, None] < 0.5, tf.reverse(crops, axis=[2]), crops)
+
+
+def random_crop_and_flip_on_device(images: jax.Array, noise: jax.Array) -> jax.Array:
+  """`random_crop_and_flip` in jax.numpy: the same crops and flips for the same noise."""
+  _, height, width, channels = images.shape
+  padded = jnp.pad(images, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)), mode='reflect')
+  offsets = (noise[:, :2] * (2 * PAD + 1)).astype(jnp.int32)
+  crop = lambda image, offset: lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
+  crops = jax.vmap(crop)(padded, offsets)
+  return jnp.where(noise[:, 2, None, None, None] < 0.5, crops[:, :, ::-1], crops)

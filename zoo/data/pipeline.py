@@ -42,14 +42,22 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
   return num_examples // global_batch  # The ragged remainder is dropped; the order reshuffles it.
 
 
+def epoch_plan(num_examples: int, global_batch: int, seed: int, epoch: int,
+               noise_per_example: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The epoch's example indices [steps, global_batch] and augmentation noise [steps, global_batch,
+  noise_per_example]: a function of (seed, epoch) alone, shared by both input pipelines."""
+  steps = steps_per_epoch(num_examples, global_batch)
+  rng = np.random.default_rng([seed, epoch])
+  order = rng.permutation(num_examples)[:steps * global_batch].reshape(steps, global_batch)
+  noise = rng.random((steps, global_batch, noise_per_example), dtype=np.float32)
+  return order.astype(np.int32), noise
+
+
 def train_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: int, seed: int,
                   epoch: int, start_step: int = 0, noise_per_example: int = 0,
                   process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
   """This process's share of the epoch's global batches, from `start_step` on."""
-  steps = steps_per_epoch(split.num_examples, global_batch)
-  rng = np.random.default_rng([seed, epoch])
-  order = rng.permutation(split.num_examples)[:steps * global_batch].reshape(steps, global_batch)
-  noise = rng.random((steps, global_batch, noise_per_example), dtype=np.float32)
+  order, noise = epoch_plan(split.num_examples, global_batch, seed, epoch, noise_per_example)
   rows = process.of(global_batch)
   order, noise = order[start_step:, rows], noise[start_step:, rows]
   inputs, labels = tf.constant(split.inputs), tf.constant(split.labels)
@@ -64,13 +72,20 @@ def train_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: in
   return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
+def eval_plan(num_examples: int, global_batch: int) -> tuple[np.ndarray, np.ndarray]:
+  """Example indices and 0/1 mask [steps, global_batch] covering every example once, in order."""
+  steps = -(-num_examples // global_batch)
+  positions = np.arange(steps * global_batch).reshape(steps, global_batch)
+  mask = (positions < num_examples).astype(np.float32)
+  return np.where(mask > 0, positions, 0).astype(np.int32), mask
+
+
 def eval_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: int,
                  process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
   """Every example exactly once: the last global batch is padded and its padding masked out."""
-  steps = -(-split.num_examples // global_batch)
-  positions = np.arange(steps * global_batch).reshape(steps, global_batch)[:, process.of(global_batch)]
-  mask = (positions < split.num_examples).astype(np.float32)
-  indices = np.where(mask > 0, positions, 0)
+  indices, mask = eval_plan(split.num_examples, global_batch)
+  rows = process.of(global_batch)
+  indices, mask = indices[:, rows], mask[:, rows]
   inputs, labels = tf.constant(split.inputs), tf.constant(split.labels)
 
   def make_batch(batch_indices, batch_mask):

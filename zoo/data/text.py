@@ -103,3 +103,6 @@ class ImdbReviews:
 
   def preprocess(self, tokens: tf.Tensor, noise) -> tf.Tensor:
     return tokens
+
+  def preprocess_on_device(self, tokens, noise):
+    return tokens

@@ -37,6 +37,14 @@ class Config:
   log_every_steps: int = 200
   vocab_size: Optional[int] = None  # text datasets only
   max_length: Optional[int] = None  # text datasets only
+  # How batches reach the step (results are the same either way, so these may change on resume):
+  # 'device' holds the whole split on every device and gathers+augments each batch inside the
+  # jitted step, 'tf_data' streams batches from the host, 'auto' picks 'device' when it fits.
+  input_pipeline: str = 'auto'
+  steps_per_dispatch: int = 50     # 'device' only: train steps run by one jitted call
+
+  # Fields that only change how fast a run goes, never its results.
+  RUNTIME_FIELDS = ('input_pipeline', 'steps_per_dispatch')
 
   def validate(self, device_count: int) -> None:
     """Raises ZooError naming the first field a run cannot use, and how to fix it."""
@@ -49,6 +57,10 @@ class Config:
                        f'({device_count}): it is the global batch, split evenly over the devices')
     if self.learning_rate <= 0:
       raise ZooError(f'--learning_rate={self.learning_rate} must be positive')
+    if self.input_pipeline not in ('auto', 'device', 'tf_data'):
+      raise ZooError(f'--input_pipeline={self.input_pipeline!r}: choose auto, device or tf_data')
+    if self.steps_per_dispatch < 1:
+      raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} must be >= 1')
     if self.checkpoint_every_steps < 0:
       raise ZooError('--checkpoint_every_steps must be >= 0 (0 checkpoints once per epoch)')
 
@@ -85,7 +97,8 @@ def check_resumable(config: Config, workdir: Path) -> None:
   if recorded is None:
     return
   differences = [f'{f.name}: {getattr(recorded, f.name)!r} recorded, {getattr(config, f.name)!r} asked'
-                 for f in dataclasses.fields(Config) if getattr(recorded, f.name) != getattr(config, f.name)]
+                 for f in dataclasses.fields(Config)
+                 if f.name not in Config.RUNTIME_FIELDS and getattr(recorded, f.name) != getattr(config, f.name)]
   if recorded.model != config.model or recorded.dataset != config.dataset:
     raise ZooError(f'{workdir} holds a {recorded.dataset}/{recorded.model} run, not '
                    f'{config.dataset}/{config.model}; pass a new --workdir for this run')

@@ -1,7 +1,8 @@
 """The one training loop every experiment runs, and evaluation from a workdir alone.
 
-Data flow: TFDS split (host memory) -> tf.data batches of this process's rows -> global arrays
-sharded on `data` -> jitted shard_map step -> replicated state -> orbax checkpoint + history.
+Data flow: TFDS split (host memory) -> a feed (`feeds.py`: the split held on the devices, or
+tf.data batches of this process's rows) -> jitted shard_map steps over the `data` axis ->
+replicated state -> orbax checkpoint + history.
 """
 import logging
 import math
@@ -18,17 +19,13 @@ from zoo.data import open_dataset, pipeline
 from zoo.errors import ZooError
 from zoo.models import create_model
 from zoo.training import config as config_lib
-from zoo.training import steps
+from zoo.training import feeds, steps
 from zoo.training.config import Config
 from zoo.training.optimizers import create_optimizer
 
 # The zoo logs through its own logger so that entry points can show it while keeping orbax's
 # and TensorFlow's INFO chatter (absl's logger) quiet.
 log = logging.getLogger('zoo')
-
-
-def _process_slice() -> pipeline.ProcessSlice:
-  return pipeline.ProcessSlice(jax.process_index(), jax.process_count())
 
 
 def _is_chief() -> bool:
@@ -78,15 +75,9 @@ def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh):
   return model, state
 
 
-def evaluate_split(state, eval_step, dataset, split: pipeline.ArraySplit, config: Config, mesh) -> dict:
-  """Loss and accuracy over every example of `split`, each counted exactly once."""
-  sums = steps.zero_metrics(mesh)
-  batches = pipeline.eval_batches(split, dataset.preprocess, global_batch=config.eval_batch_size,
-                                  process=_process_slice())
-  for local_batch in batches:
-    batch_sums = eval_step(state, steps.to_global_batch(local_batch, mesh))
-    sums = jax.tree.map(lambda a, b: a + b, sums, batch_sums)
-  return _summarise(sums)
+def _next_multiple(step: int, every: int) -> int:
+  """The first multiple of `every` after `step` (no bound when `every` is 0)."""
+  return (step // every + 1) * every if every > 0 else 1 << 62
 
 
 def _check_finite(summary: dict, step: int, manager, state=None) -> None:
@@ -124,30 +115,30 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     log.info('Resuming from step %d in %s', int(state.step), manager.directory)
   step = int(state.step)
   history = [h for h in reporting.read_history(workdir) if h['epoch'] <= step // steps_per_epoch]
-  train_step = steps.make_train_step(mesh, config.label_smoothing)
-  eval_step = steps.make_eval_step(mesh)
+  feed = feeds.create(config, dataset, train_split, mesh)
+  evaluate_split = feeds.create_eval(config, dataset, eval_split, mesh)
   rng = jax.random.key(config.seed)
   tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief())
-  log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es)',
-               config.model, config.dataset, config.epochs, steps_per_epoch, config.batch_size,
-               jax.device_count(), jax.process_count())
+  log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
+           'input pipeline: %s', config.model, config.dataset, config.epochs, steps_per_epoch,
+           config.batch_size, jax.device_count(), jax.process_count(), type(feed).__name__)
 
   preemption = Preemption()
-  compiled_step, flops = None, 0.0
+  flops_logged = False
   for epoch in range(step // steps_per_epoch, config.epochs):
     first_step = step - epoch * steps_per_epoch
     epoch_start = time.perf_counter()
-    batches = pipeline.train_batches(
-        train_split, dataset.preprocess, global_batch=config.batch_size, seed=config.seed, epoch=epoch,
-        start_step=first_step, noise_per_example=dataset.noise_per_example, process=_process_slice())
-    for local_batch in batches:
-      global_batch = steps.to_global_batch(local_batch, mesh)
-      if compiled_step is None:  # compiled ahead of time once, so that XLA's FLOP count comes free
-        compiled_step = train_step.lower(state, metrics, global_batch, rng).compile()
-        flops = steps.flops_per_step(compiled_step)
-        log.info('train step: %.1f MFLOP per step (XLA cost analysis)', flops / 1e6)
-      state, metrics = compiled_step(state, metrics, global_batch, rng)
-      step += 1
+    feed.start_epoch(epoch, first_step)
+    epoch_end = (epoch + 1) * steps_per_epoch
+    while step < epoch_end:
+      # A call ends where the loop must look: a log line, a checkpoint, the epoch's end.
+      stop = min(epoch_end, step + feed.max_steps_per_call, _next_multiple(step, config.log_every_steps),
+                 _next_multiple(step, config.checkpoint_every_steps))
+      state, metrics = feed.run(state, metrics, rng, stop - step)
+      if not flops_logged:
+        flops_logged = True
+        log.info('train step: %.1f MFLOP per step (XLA cost analysis)', feed.flops_per_step / 1e6)
+      step = stop
       if preemption.requested and step % steps_per_epoch:  # at an epoch's end: finish the epoch first
         _check_finite(_summarise(metrics), step, manager, state)
         checkpoints.save(manager, state, metrics)
@@ -160,7 +151,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
         rate = done * config.batch_size / elapsed
         log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f examples/s, %.1f GFLOP/s, ETA %s',
                  epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
-                 rate, flops * done / elapsed / 1e9,
+                 rate, feed.flops_per_step * done / elapsed / 1e9,
                  reporting.format_duration((total_steps - step) * config.batch_size / rate))
       if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
         # (An epoch's last step is saved after its evaluation and history entry, below.)
@@ -169,7 +160,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     train = _summarise(metrics)
     _check_finite(train, step, manager, state)
     train_seconds = time.perf_counter() - epoch_start
-    evaluation = evaluate_split(state, eval_step, dataset, eval_split, config, mesh)
+    evaluation = _summarise(evaluate_split(state))
     metrics = steps.zero_metrics(mesh)
     entry = {'epoch': epoch + 1, 'step': step,
              'train_loss': train['loss'], 'train_accuracy': train['accuracy'],
@@ -177,8 +168,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
              'eval_examples': evaluation['num_examples'],
              'seconds': round(time.perf_counter() - epoch_start, 3),
              'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1),
-             'flops_per_step': flops,
-             'train_gflops_per_second': round(flops * (steps_per_epoch - first_step) / train_seconds / 1e9, 2)}
+             'flops_per_step': feed.flops_per_step,
+             'train_gflops_per_second': round(feed.flops_per_step * (steps_per_epoch - first_step) / train_seconds / 1e9, 2)}
     history.append(entry)
     log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
     if _is_chief():
@@ -218,7 +209,7 @@ def evaluate(workdir, data_dir: str | None = None, split: str | None = None, ste
   eval_split = dataset.load(split)
   _, state = _build(config, dataset, eval_split.inputs[:1], 1, mesh)
   state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh), step)
-  result = evaluate_split(state, steps.make_eval_step(mesh), dataset, eval_split, config, mesh)
+  result = _summarise(feeds.create_eval(config, dataset, eval_split, mesh)(state))
   report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
             'accuracy': result['accuracy'], 'loss': result['loss'],
             'dataset': config.dataset, 'model': config.model}

@@ -1,0 +1,131 @@
+"""How training batches reach the step: two feeds with one interface and the same results.
+
+`HostFeed` streams this process's rows of every global batch through tf.data and dispatches one
+step per batch: it serves any split. `DeviceFeed` puts the whole split on every device once (CIFAR-10
+is 150 MB as uint8) and runs up to `steps_per_dispatch` steps per jitted call, each gathering and
+augmenting its batch on the device. Both follow `pipeline.epoch_plan`, so a run may switch feeds,
+device counts or process counts between resumes and still see the same batches.
+"""
+import jax
+import numpy as np
+
+from zoo.data import pipeline
+from zoo.training import steps
+
+# 'auto' holds a training split on the devices up to this size (it is replicated on each device).
+DEVICE_SPLIT_LIMIT_BYTES = 2 << 30
+
+
+def choose(config, dataset, split: pipeline.ArraySplit) -> str:
+  if config.input_pipeline != 'auto':
+    return config.input_pipeline
+  fits = split.inputs.nbytes + split.labels.nbytes <= DEVICE_SPLIT_LIMIT_BYTES
+  return 'device' if fits and hasattr(dataset, 'preprocess_on_device') else 'tf_data'
+
+
+def _process_slice() -> pipeline.ProcessSlice:
+  return pipeline.ProcessSlice(jax.process_index(), jax.process_count())
+
+
+class HostFeed:
+  """tf.data on the host, one dispatch per step."""
+  max_steps_per_call = 1
+
+  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
+    self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
+    self._step = steps.make_train_step(mesh, config.label_smoothing)
+    self._compiled = None
+    self._batches = None
+    self.flops_per_step = 0.0
+
+  def start_epoch(self, epoch: int, first_step: int) -> None:
+    self._batches = pipeline.train_batches(
+        self.split, self.dataset.preprocess, global_batch=self.config.batch_size, seed=self.config.seed,
+        epoch=epoch, start_step=first_step, noise_per_example=self.dataset.noise_per_example,
+        process=_process_slice())
+
+  def run(self, state, metrics, rng, num_steps: int):
+    for _ in range(num_steps):
+      batch = steps.to_global_batch(next(self._batches), self.mesh)
+      if self._compiled is None:  # compiled ahead of time once, so that XLA's FLOP count comes free
+        self._compiled = self._step.lower(state, metrics, batch, rng).compile()
+        self.flops_per_step = steps.flops_per_step(self._compiled)
+      state, metrics = self._compiled(state, metrics, batch, rng)
+    return state, metrics
+
+
+class DeviceFeed:
+  """The split held on the devices; `max_steps_per_call` steps per jitted call."""
+
+  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
+    self.config, self.dataset, self.mesh = config, dataset, mesh
+    self.num_examples = split.num_examples
+    self.max_steps_per_call = config.steps_per_dispatch
+    replicated = steps.replicated(mesh)
+    self._inputs = steps.put_global(split.inputs, replicated)
+    self._labels = steps.put_global(split.labels, replicated)
+    self._loop = steps.make_train_loop(mesh, dataset.preprocess_on_device, config.label_smoothing)
+    self._compiled = None
+    self._plan = None
+    self._next = 0
+    self.flops_per_step = 0.0
+
+  def start_epoch(self, epoch: int, first_step: int) -> None:
+    order, noise = pipeline.epoch_plan(self.num_examples, self.config.batch_size, self.config.seed, epoch,
+                                       self.dataset.noise_per_example)
+    sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
+    self._plan = (steps.put_global(order, sharding), steps.put_global(noise, sharding))
+    self._next = first_step
+
+  def run(self, state, metrics, rng, num_steps: int):
+    args = (state, metrics, self._inputs, self._labels, *self._plan, np.int32(self._next),
+            np.int32(num_steps), rng)
+    if self._compiled is None:
+      self._compiled = self._loop.lower(*args).compile()
+      # XLA counts a loop's body once: the loop's count is one step's (plus the batch gather).
+      self.flops_per_step = steps.flops_per_step(self._compiled)
+    self._next += num_steps
+    return self._compiled(*args)
+
+
+def create(config, dataset, split: pipeline.ArraySplit, mesh):
+  feed = DeviceFeed if choose(config, dataset, split) == 'device' else HostFeed
+  return feed(config, dataset, split, mesh)
+
+
+class HostEval:
+  """Evaluation batches through tf.data, one dispatch per batch."""
+
+  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
+    self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
+    self._step = steps.make_eval_step(mesh)
+
+  def __call__(self, state) -> dict:
+    sums = steps.zero_metrics(self.mesh)
+    batches = pipeline.eval_batches(self.split, self.dataset.preprocess, global_batch=self.config.eval_batch_size,
+                                    process=_process_slice())
+    for local_batch in batches:
+      batch_sums = self._step(state, steps.to_global_batch(local_batch, self.mesh))
+      sums = jax.tree.map(lambda a, b: a + b, sums, batch_sums)
+    return sums
+
+
+class DeviceEval:
+  """The evaluation split held on the devices, evaluated in one call."""
+
+  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
+    replicated = steps.replicated(mesh)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
+    indices, mask = pipeline.eval_plan(split.num_examples, config.eval_batch_size)
+    self._args = (steps.put_global(split.inputs, replicated), steps.put_global(split.labels, replicated),
+                  steps.put_global(indices, sharding), steps.put_global(mask, sharding))
+    self._loop = steps.make_eval_loop(mesh, dataset.preprocess_on_device)
+
+  def __call__(self, state) -> dict:
+    return self._loop(state, *self._args)
+
+
+def create_eval(config, dataset, split: pipeline.ArraySplit, mesh):
+  """Evaluates every example of `split` exactly once: state -> summed loss, correct, count."""
+  evaluator = DeviceEval if choose(config, dataset, split) == 'device' else HostEval
+  return evaluator(config, dataset, split, mesh)
