@@ -118,3 +118,24 @@ def test_registry_builds_every_model_and_rejects_unknown_names():
       assert create_model(name, num_classes=3).num_classes == 3
   with pytest.raises(ValueError, match='unknown model .*simple_cnn'):
     create_model('vgg', num_classes=10)
+
+
+def test_airbench_net_has_airbench94s_size_whitens_and_mirrors_at_eval():
+  from zoo.models.airbench import AirbenchNet, normalize, whitening_kernel
+  images = np.random.default_rng(0).random((16, 32, 32, 3), dtype=np.float32)
+  model = create_model('airbench', num_classes=10)
+  variables = model.init(jax.random.key(0), images)
+  assert 1.9e6 < count_params(variables['params']) < 2.0e6  # airbench94: 1.97 M
+  assert 'scale' not in variables['params']['ConvGroup_0']['BatchNorm_0']  # frozen unit scales
+  params = AirbenchNet.init_from_data(variables['params'], images)
+  whitened = jax.lax.conv_general_dilated(normalize(images), params['whiten']['kernel'], (1, 1), 'VALID',
+                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  covariance = np.cov(np.asarray(whitened).reshape(-1, 24)[:, :12], rowvar=False)
+  np.testing.assert_allclose(covariance, np.eye(12), atol=0.05)  # unit variance, decorrelated
+  np.testing.assert_allclose(params['whiten']['kernel'], whitening_kernel(normalize(images)))
+  variables = {'params': params, 'batch_stats': variables['batch_stats']}
+  logits = model.apply(variables, images)
+  np.testing.assert_allclose(logits, model.apply(variables, images[:, :, ::-1]), rtol=1e-5, atol=1e-6)
+  single = model.clone(mirror_at_eval=False)
+  np.testing.assert_allclose(logits, (single.apply(variables, images) + single.apply(variables, images[:, :, ::-1])) / 2,
+                             rtol=1e-5, atol=1e-6)

@@ -28,7 +28,8 @@ def restore_plain(workdir, step=None):
 
 
 def without_timings(history):
-  return [{k: v for k, v in h.items() if k not in ('seconds', 'train_images_per_second', 'train_gflops_per_second')} for h in history]
+  return [{k: v for k, v in h.items() if k not in ('seconds', 'train_images_per_second', 'train_gflops_per_second')}
+          for h in history]
 
 
 @pytest.fixture(scope='module')
@@ -46,6 +47,7 @@ def test_training_leaves_history_plot_tensorboard_config_and_checkpoints(trained
     assert 0 <= entry['train_accuracy'] <= 1 and np.isfinite(entry['train_loss'])
     assert entry['train_images_per_second'] > 0 and entry['train_gflops_per_second'] > 0
     assert entry['flops_per_step'] == pytest.approx(16 * 26.4e6, rel=0.05)  # XLA: 26.4 MFLOP/image
+    assert entry['train_pflop'] == pytest.approx(entry['flops_per_step'] * entry['step'] / 1e15)
   assert (workdir / 'history.png').stat().st_size > 1000
   assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
   config = json.loads((workdir / 'config.json').read_text())
@@ -150,6 +152,17 @@ def test_augmented_batchnorm_model_trains_on_two_devices(tmp_path):
                   '--schedule=onecycle', '--learning_rate=0.05', '--weight_decay=5e-4',
                   '--label_smoothing=0.1', '--epochs=1', devices=2)
   assert np.isfinite(history[0]['train_loss']) and history[0]['eval_examples'] == 96
+
+
+def test_airbench_recipe_trains_with_its_whitening_frozen(tmp_path):
+  recipe = Path(__file__).resolve().parent.parent / 'experiments' / 'recipes' / 'cifar_airbench.flags'
+  history = train(tmp_path / 'w', f'--flagfile={recipe}', '--epochs=1', '--warmup_epochs=0.5',
+                  '--batch_size=16', '--eval_batch_size=40',
+                  '--checkpoint_every_steps=2', '--keep_checkpoints=20')
+  assert np.isfinite(history[0]['train_loss']) and history[0]['eval_examples'] == 96
+  first, last = restore_plain(tmp_path / 'w', 2)['params'], restore_plain(tmp_path / 'w', 6)['params']
+  np.testing.assert_array_equal(first['whiten']['kernel'], last['whiten']['kernel'])
+  assert not np.array_equal(first['Dense_0']['kernel'], last['Dense_0']['kernel'])
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from zoo.data import tfds_source
 from zoo.data.pipeline import ArraySplit
 from zoo.training.config import Config
 
-PAD = 4  # Random-crop padding, in pixels (the standard CIFAR recipe of He et al. 2016).
+PAD = 4  # Default random-crop padding, in pixels (the standard CIFAR recipe of He et al. 2016).
 
 
 class Cifar10:
@@ -34,31 +34,31 @@ class Cifar10:
 
   def preprocess(self, images: tf.Tensor, noise: tf.Tensor | None) -> tf.Tensor:
     if noise is not None:
-      images = random_crop_and_flip(images, noise)
+      images = random_crop_and_flip(images, noise, self.config.crop_padding)
     return tf.cast(images, tf.float32) / 255.0
 
   def preprocess_on_device(self, images: jax.Array, noise: jax.Array | None) -> jax.Array:
     if noise is not None:
-      images = random_crop_and_flip_on_device(images, noise)
+      images = random_crop_and_flip_on_device(images, noise, self.config.crop_padding)
     return images.astype(jnp.float32) / 255.0
 
 
-def random_crop_and_flip(images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+def random_crop_and_flip(images: tf.Tensor, noise: tf.Tensor, pad: int = PAD) -> tf.Tensor:
   """Per-example random 32x32 crop of the reflect-padded image and a coin-flip mirror, vectorised."""
   height, width = images.shape[1], images.shape[2]
-  padded = tf.pad(images, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]], mode='REFLECT')
-  offsets = tf.cast(noise[:, :2] * (2 * PAD + 1), tf.int32)
+  padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode='REFLECT')
+  offsets = tf.cast(noise[:, :2] * (2 * pad + 1), tf.int32)
   rows = offsets[:, :1] + tf.range(height)[None]
   cols = offsets[:, 1:2] + tf.range(width)[None]
   crops = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
   return tf.where(noise[:, 2, None, None, None] < 0.5, tf.reverse(crops, axis=[2]), crops)
 
 
-def random_crop_and_flip_on_device(images: jax.Array, noise: jax.Array) -> jax.Array:
+def random_crop_and_flip_on_device(images: jax.Array, noise: jax.Array, pad: int = PAD) -> jax.Array:
   """`random_crop_and_flip` in jax.numpy: the same crops and flips for the same noise."""
   _, height, width, channels = images.shape
-  padded = jnp.pad(images, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)), mode='reflect')
-  offsets = (noise[:, :2] * (2 * PAD + 1)).astype(jnp.int32)
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+  offsets = (noise[:, :2] * (2 * pad + 1)).astype(jnp.int32)
   crop = lambda image, offset: lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
   crops = jax.vmap(crop)(padded, offsets)
   return jnp.where(noise[:, 2, None, None, None] < 0.5, crops[:, :, ::-1], crops)

@@ -3,6 +3,7 @@
 Every entry takes its output size as `num_classes` (plus whatever the dataset dictates, such as
 `vocab_size` for text) and follows one calling convention: `apply(variables, inputs, train=...)`.
 """
+from zoo.models.airbench import AirbenchNet
 from zoo.models.cnn import ResNet, SimpleCNN
 from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
 from zoo.errors import ZooError
@@ -11,6 +12,7 @@ from zoo.models.mlp import MLP
 MODELS = {
     'simple_cnn': SimpleCNN,
     'resnet20': ResNet,
+    'airbench': AirbenchNet,
     'mlp': MLP,
     'lstm': LSTMClassifier,
     'bilstm': BiLSTMClassifier,

@@ -22,13 +22,15 @@ class Config:
   eval_batch_size: int = 500     # global; the last eval batch is padded and masked
   optimizer: str = 'adam'        # adam | adamw | sgd
   learning_rate: float = 1e-3
-  schedule: str = 'constant'     # constant | cosine | warmup_cosine | onecycle
+  schedule: str = 'constant'     # constant | cosine | warmup_cosine | onecycle | triangular
   warmup_epochs: float = 0.0
   momentum: float = 0.9          # sgd only
   nesterov: bool = False         # sgd only
   weight_decay: float = 0.0
+  bias_lr_multiplier: float = 1.0  # learning-rate factor for biases and BatchNorm offsets
   label_smoothing: float = 0.0
-  augment: bool = False          # random crop (4 px reflect padding) + horizontal flip
+  augment: bool = False          # random crop (reflect padding) + horizontal flip
+  crop_padding: int = 4          # pixels of reflect padding for the random crop: translations up to this
   seed: int = 0
   train_split: str = 'train'
   eval_split: str = 'test'
@@ -59,6 +61,8 @@ class Config:
       raise ZooError(f'--learning_rate={self.learning_rate} must be positive')
     if self.input_pipeline not in ('auto', 'device', 'tf_data'):
       raise ZooError(f'--input_pipeline={self.input_pipeline!r}: choose auto, device or tf_data')
+    if not 0 <= self.crop_padding <= 16:
+      raise ZooError(f'--crop_padding={self.crop_padding} must be between 0 and 16 pixels')
     if self.steps_per_dispatch < 1:
       raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} must be >= 1')
     if self.checkpoint_every_steps < 0:

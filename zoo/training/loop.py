@@ -66,12 +66,20 @@ def _summarise(sums: dict) -> dict:
           'num_examples': int(sums['count'])}
 
 
-def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh):
-  """The model and a freshly initialised, replicated train state (the template restores fill)."""
+def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, init_inputs=None):
+  """The model and a freshly initialised, replicated train state (the template restores fill).
+
+  Models with a data-dependent initialisation (`init_from_data`, e.g. airbench's whitening layer)
+  get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it.
+  """
   model = create_model(config.model, **dataset.model_kwargs())
-  tx = create_optimizer(config, steps_per_epoch)
+  tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()))
   sample = np.asarray(dataset.preprocess(sample_inputs, None))
   state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh)
+  if init_inputs is not None and hasattr(model, 'init_from_data'):
+    params = model.init_from_data(jax.device_get(state.params), np.asarray(dataset.preprocess(init_inputs, None)))
+    replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), tree)
+    state = state.replace(params=replicate(params), opt_state=replicate(tx.init(params)))
   return model, state
 
 
@@ -105,7 +113,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     raise ZooError(f'{config.train_split!r} has {train_split.num_examples} examples, fewer than one '
                    f'batch of --batch_size={config.batch_size}; use a smaller batch or a larger split')
   total_steps = config.epochs * steps_per_epoch
-  _, state = _build(config, dataset, train_split.inputs[:1], steps_per_epoch, mesh)
+  _, state = _build(config, dataset, train_split.inputs[:1], steps_per_epoch, mesh,
+                    init_inputs=train_split.inputs[:5000])
   if _is_chief():  # Only once every name and split has proven valid: a typo must not be recorded.
     config_lib.record(config, workdir)
   metrics = steps.zero_metrics(mesh)
@@ -115,9 +124,11 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     log.info('Resuming from step %d in %s', int(state.step), manager.directory)
   step = int(state.step)
   history = [h for h in reporting.read_history(workdir) if h['epoch'] <= step // steps_per_epoch]
+  rng = jax.random.key(config.seed)
   feed = feeds.create(config, dataset, train_split, mesh)
   evaluate_split = feeds.create_eval(config, dataset, eval_split, mesh)
-  rng = jax.random.key(config.seed)
+  feed.prepare(state, metrics, rng)  # both compile in the background meanwhile
+  evaluate_split.prepare(state)
   tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief())
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
            'input pipeline: %s', config.model, config.dataset, config.epochs, steps_per_epoch,
@@ -169,7 +180,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
              'seconds': round(time.perf_counter() - epoch_start, 3),
              'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1),
              'flops_per_step': feed.flops_per_step,
-             'train_gflops_per_second': round(feed.flops_per_step * (steps_per_epoch - first_step) / train_seconds / 1e9, 2)}
+             'train_gflops_per_second': round(feed.flops_per_step * (steps_per_epoch - first_step) / train_seconds / 1e9, 2),
+             'train_pflop': feed.flops_per_step * step / 1e15}  # training compute so far (XLA's count)
     history.append(entry)
     log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
     if _is_chief():
