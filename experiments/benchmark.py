@@ -21,7 +21,8 @@ from zoo.training.config import Config
 
 flags.DEFINE_list('models', ['simple_cnn', 'mlp', 'resnet20', 'lstm', 'bilstm'], 'Models to measure.')
 flags.DEFINE_integer('batch_size', None, 'Global batch for every model (default: each recipe\'s batch).')
-flags.DEFINE_integer('steps', 30, 'Timed steps per model.')
+flags.DEFINE_integer('steps', 30, 'Steps per timed call (and at least this many per measurement).')
+flags.DEFINE_integer('rounds', 3, 'Interleaved measurement rounds per model; the table gives medians.')
 flags.DEFINE_bool('keras', True, 'Also time the seed\'s Keras CNN at simple_cnn\'s batch size.')
 flags.DEFINE_string('data_dir', None, 'A TFDS directory with cifar10: also time the real input pipeline.')
 FLAGS = flags.FLAGS
@@ -31,6 +32,7 @@ _RECIPES = {
     'simple_cnn': ('cifar10', 32, (32, 32, 3), np.float32, {'num_classes': 10}),
     'mlp': ('cifar10', 32, (32, 32, 3), np.float32, {'num_classes': 10}),
     'resnet20': ('cifar10', 128, (32, 32, 3), np.float32, {'num_classes': 10}),
+    'airbench': ('cifar10', 1024, (32, 32, 3), np.float32, {'num_classes': 10}),  # slow on a CPU: name it
     'lstm': ('imdb_reviews', 32, (200,), np.int32, {'vocab_size': 10000, 'num_classes': 1}),
     'bilstm': ('imdb_reviews', 64, (400,), np.int32, {'vocab_size': 20000, 'num_classes': 1}),
 }
@@ -57,21 +59,32 @@ def main(argv):
     dataset, batch_size, shape, dtype, kwargs = _RECIPES[name]
     batch_size = FLAGS.batch_size or batch_size
     config = Config(dataset=dataset, model=name, batch_size=batch_size)
-    result = benchmarking.measure_train_step(config, synthetic_batch(shape, dtype, batch_size, kwargs), kwargs,
-                                             num_steps=FLAGS.steps)
-    row = {'model': name, 'batch_size': batch_size, **result, 'fraction_of_peak': result['gflops_per_second'] / peak}
-    if name == 'simple_cnn' and FLAGS.keras:
-      row['keras_examples_per_second'] = benchmarking.measure_keras_seed_cnn(batch_size)
-      row['speedup_over_keras'] = row['examples_per_second'] / row['keras_examples_per_second']
+    info, time_step = benchmarking.train_step_timer(config, synthetic_batch(shape, dtype, batch_size, kwargs),
+                                                    kwargs, num_steps=FLAGS.steps)
+    timers = {'step_seconds': time_step}
     if dataset == 'cifar10' and FLAGS.data_dir:
       from zoo.data import open_dataset
       data = open_dataset(config, FLAGS.data_dir, None)
       split = data.load('train[:20000]')
       for kind in ('device', 'tf_data'):
-        seconds = benchmarking.measure_feed_step(dataclasses.replace(config, input_pipeline=kind), data, split,
-                                                 num_steps=FLAGS.steps)
-        row[f'{kind}_pipeline_step_seconds'] = seconds
-        row[f'{kind}_pipeline_overhead'] = seconds / row['step_seconds'] - 1
+        timers[f'{kind}_pipeline_step_seconds'] = benchmarking.feed_step_timer(
+            dataclasses.replace(config, input_pipeline=kind), data, split, num_steps=FLAGS.steps)
+    # Interleaved rounds, medians: this shared machine's speed drifts by 10-30 % within minutes.
+    times = {key: [] for key in timers}
+    for _ in range(FLAGS.rounds):
+      for key, timer in timers.items():
+        times[key].append(timer())
+    row = {'model': name, 'batch_size': batch_size, **info, **{k: float(np.median(v)) for k, v in times.items()}}
+    row['examples_per_second'] = batch_size / row['step_seconds']
+    row['gflops_per_second'] = row['flops_per_step'] / row['step_seconds'] / 1e9
+    row['fraction_of_peak'] = row['gflops_per_second'] / peak
+    for kind in ('device', 'tf_data'):
+      if f'{kind}_pipeline_step_seconds' in times:
+        ratios = np.array(times[f'{kind}_pipeline_step_seconds']) / np.array(times['step_seconds'])
+        row[f'{kind}_pipeline_overhead'] = float(np.median(ratios)) - 1  # per round: same machine state
+    if name == 'simple_cnn' and FLAGS.keras:
+      row['keras_examples_per_second'] = benchmarking.measure_keras_seed_cnn(batch_size)
+      row['speedup_over_keras'] = row['examples_per_second'] / row['keras_examples_per_second']
     rows.append(row)
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 

@@ -39,51 +39,63 @@ def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dic
   return state, steps.make_train_step(mesh, config.label_smoothing)
 
 
-def measure_train_step(config: Config, batch: dict, model_kwargs: dict, *, num_steps: int = 30) -> dict:
-  """Steady-state step time on one batch already on the devices (steps dispatched back to back, as
-  the training loop does), compile time and FLOPs."""
+def _timed(run_steps, num_steps: int) -> float:
+  """Seconds per step of `run_steps(n) -> result` over at least `num_steps` steps and MIN_SECONDS."""
+  done, start = 0, time.perf_counter()
+  while done < num_steps or time.perf_counter() - start < MIN_SECONDS:
+    jax.block_until_ready(run_steps(num_steps))
+    done += num_steps
+  return (time.perf_counter() - start) / done
+
+
+def train_step_timer(config: Config, batch: dict, model_kwargs: dict, *, num_steps: int = 30):
+  """Compile time and FLOPs of the plain train step, and a function that times it (seconds per
+  step, steps dispatched back to back as the training loop does) on one batch already on the
+  devices: the baseline the input pipelines are measured against."""
   mesh = steps.data_mesh()
   state, train_step = _state_and_step(config, batch['inputs'], model_kwargs, mesh)
-  metrics = steps.zero_metrics(mesh)
+  carry = [state, steps.zero_metrics(mesh)]
   global_batch = steps.to_global_batch(batch, mesh)
   rng = jax.random.key(0)
   start = time.perf_counter()
-  compiled = train_step.lower(state, metrics, global_batch, rng).compile()
-  compile_seconds = time.perf_counter() - start
-  state, metrics = compiled(state, metrics, global_batch, rng)  # warm-up
-  jax.block_until_ready(metrics)
-  done, start = 0, time.perf_counter()
-  while done < num_steps or time.perf_counter() - start < MIN_SECONDS:
-    state, metrics = compiled(state, metrics, global_batch, rng)
-    done += 1
-  jax.block_until_ready(metrics)
-  step_seconds = (time.perf_counter() - start) / done
-  flops = steps.flops_per_step(compiled)
-  return {'compile_seconds': compile_seconds, 'step_seconds': step_seconds,
-          'examples_per_second': len(batch['label']) / step_seconds,
-          'flops_per_step': flops, 'gflops_per_second': flops / step_seconds / 1e9}
+  compiled = train_step.lower(*carry, global_batch, rng).compile()
+  info = {'compile_seconds': time.perf_counter() - start, 'flops_per_step': steps.flops_per_step(compiled)}
+
+  def run_steps(n):
+    for _ in range(n):
+      carry[:] = compiled(*carry, global_batch, rng)
+    return carry[1]
+  run_steps(1)  # warm-up
+  return info, lambda: _timed(run_steps, num_steps)
 
 
-def measure_feed_step(config: Config, dataset, split: pipeline.ArraySplit, *, num_steps: int = 30) -> float:
-  """Seconds per step when batches come through the real input pipeline `config.input_pipeline`
-  (`feeds.py`: the split held on the devices, or tf.data), preprocessing and augmentation included."""
+def feed_step_timer(config: Config, dataset, split: pipeline.ArraySplit, *, num_steps: int = 30):
+  """A function timing steps whose batches come through the real input pipeline
+  `config.input_pipeline` (`feeds.py`: the split held on the devices, or tf.data), gathering,
+  preprocessing and augmentation included (seconds per step)."""
   mesh = steps.data_mesh()
   config = dataclasses.replace(config, steps_per_dispatch=max(num_steps, 1))
   state, _ = _state_and_step(config, np.asarray(dataset.preprocess(split.inputs[:1], None)),
                              dataset.model_kwargs(), mesh)
   feed = feeds.create(config, dataset, split, mesh)
-  metrics, rng = steps.zero_metrics(mesh), jax.random.key(0)
+  carry = [state, steps.zero_metrics(mesh)]
+  rng = jax.random.key(0)
+  per_epoch = pipeline.steps_per_epoch(split.num_examples, config.batch_size)
+  position = {'epoch': 0, 'step': 0}
   feed.start_epoch(0, 0)
-  state, metrics = feed.run(state, metrics, rng, 1)  # compiles
-  jax.block_until_ready(metrics)
-  available = pipeline.steps_per_epoch(split.num_examples, config.batch_size) - 1  # one epoch's plan
-  done, start = 0, time.perf_counter()
-  while done < available and (done < num_steps or time.perf_counter() - start < MIN_SECONDS):
-    chunk = min(num_steps, available - done)
-    state, metrics = feed.run(state, metrics, rng, chunk)
-    jax.block_until_ready(metrics)
-    done += chunk
-  return (time.perf_counter() - start) / done
+
+  def run_steps(n):
+    while n:  # chunks of at most n steps, never past an epoch's end
+      chunk = min(n, per_epoch - position['step'])
+      carry[:] = feed.run(*carry, rng, chunk)
+      position['step'] += chunk
+      n -= chunk
+      if position['step'] == per_epoch:
+        position['epoch'], position['step'] = position['epoch'] + 1, 0
+        feed.start_epoch(position['epoch'], 0)
+    return carry[1]
+  jax.block_until_ready(run_steps(1))  # compiles
+  return lambda: _timed(run_steps, num_steps)
 
 
 def seed_keras_cnn():
