@@ -6,8 +6,6 @@ is 150 MB as uint8) and runs up to `steps_per_dispatch` steps per jitted call, e
 augmenting its batch on the device. Both follow `pipeline.epoch_plan`, so a run may switch feeds,
 device counts or process counts between resumes and still see the same batches.
 """
-from concurrent import futures
-
 import jax
 import numpy as np
 
@@ -25,20 +23,6 @@ def choose(config, dataset, split: pipeline.ArraySplit) -> str:
   return 'device' if fits and hasattr(dataset, 'preprocess_on_device') else 'tf_data'
 
 
-def shapes_of(tree):
-  """Shapes, dtypes and shardings only: what lowering needs of arrays the main thread will donate."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
-
-
-def compile_in_background(jitted, *abstract) -> futures.Future:
-  """Lowers and compiles `jitted` for `abstract` arguments on a thread, so that two compilations
-  (XLA compiles on one core) overlap. Measured trick: about 1.5 s off the seed recipe's start."""
-  with futures.ThreadPoolExecutor(1) as pool:  # shutdown(wait=False) below: the pool only lends its thread
-    future = pool.submit(lambda: jitted.lower(*abstract).compile())
-    pool.shutdown(wait=False)
-  return future
-
-
 def _process_slice() -> pipeline.ProcessSlice:
   return pipeline.ProcessSlice(jax.process_index(), jax.process_count())
 
@@ -53,9 +37,6 @@ class HostFeed:
     self._compiled = None
     self._batches = None
     self.flops_per_step = 0.0
-
-  def prepare(self, state, metrics, rng) -> None:
-    del state, metrics, rng  # compiled on the first batch, whose shapes tf.data decides
 
   def start_epoch(self, epoch: int, first_step: int) -> None:
     self._batches = pipeline.train_batches(
@@ -89,15 +70,6 @@ class DeviceFeed:
     self._next = 0
     self.flops_per_step = 0.0
 
-  def prepare(self, state, metrics, rng) -> None:
-    order = np.zeros((pipeline.steps_per_epoch(self.num_examples, self.config.batch_size), self.config.batch_size),
-                     np.int32)
-    noise = np.zeros((*order.shape, self.dataset.noise_per_example), np.float32)
-    sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
-    plan = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding) for x in (order, noise)]
-    self._compiled = compile_in_background(self._loop, *shapes_of((state, metrics)), self._inputs, self._labels, *plan,
-                                           np.int32(0), np.int32(0), rng)
-
   def start_epoch(self, epoch: int, first_step: int) -> None:
     order, noise = pipeline.epoch_plan(self.num_examples, self.config.batch_size, self.config.seed, epoch,
                                        self.dataset.noise_per_example)
@@ -109,9 +81,7 @@ class DeviceFeed:
     args = (state, metrics, self._inputs, self._labels, *self._plan, np.int32(self._next),
             np.int32(num_steps), rng)
     if self._compiled is None:
-      self.prepare(state, metrics, rng)
-    if isinstance(self._compiled, futures.Future):
-      self._compiled = self._compiled.result()
+      self._compiled = self._loop.lower(*args).compile()
       # XLA counts a loop's body once: the loop's count is one step's (plus the batch gather).
       self.flops_per_step = steps.flops_per_step(self._compiled)
     self._next += num_steps
@@ -129,9 +99,6 @@ class HostEval:
   def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
     self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
     self._step = steps.make_eval_step(mesh)
-
-  def prepare(self, state) -> None:
-    del state  # compiled on the first batch
 
   def __call__(self, state) -> dict:
     sums = steps.zero_metrics(self.mesh)
@@ -154,12 +121,7 @@ class DeviceEval:
                   steps.put_global(indices, sharding), steps.put_global(mask, sharding))
     self._loop = steps.make_eval_loop(mesh, dataset.preprocess_on_device)
 
-  def prepare(self, state) -> None:
-    self._loop = compile_in_background(self._loop, shapes_of(state), *self._args)
-
   def __call__(self, state) -> dict:
-    if isinstance(self._loop, futures.Future):
-      self._loop = self._loop.result()
     return self._loop(state, *self._args)
 
 

@@ -127,8 +127,6 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   rng = jax.random.key(config.seed)
   feed = feeds.create(config, dataset, train_split, mesh)
   evaluate_split = feeds.create_eval(config, dataset, eval_split, mesh)
-  feed.prepare(state, metrics, rng)  # both compile in the background meanwhile
-  evaluate_split.prepare(state)
   tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief())
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
            'input pipeline: %s', config.model, config.dataset, config.epochs, steps_per_epoch,

@@ -152,8 +152,9 @@ def make_train_loop(mesh, preprocess_on_device, label_smoothing: float = 0.0):
   and noise sharded over `data` on their batch axis), each device gathering and preprocessing its
   rows of every batch from the replicated `inputs`/`labels`. The same steps as `make_train_step`
   fed the same batches. `num_steps` is traced: one compilation serves every chunk length.
-  Measured trick: the seed CNN's epoch went from 28.7 s (tf.data, one dispatch per step) to
-  (see README) on the 2-core CPU: no host work, no transfer and no dispatch per step.
+  Why: no host work, no host-to-device transfer and no dispatch per step; tf.data shared the two
+  CPU cores with the step and cost +14 % to +24 % per step on the small models (the benchmark's
+  pipeline-overhead column measures both feeds).
   """
   def per_device(state, metrics, inputs, labels, order, noise, first, num_steps, rng):
     def one_step(i, carry):
