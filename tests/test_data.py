@@ -85,7 +85,6 @@ def test_processes_split_every_global_batch_without_overlap():
 
 
 def test_augmentation_noise_is_per_global_example_so_processes_agree():
-  seen = []
   record = lambda inputs, noise: tf.concat([tf.cast(inputs, tf.float32), noise], axis=1)
   split = toy_split(40)
   whole = collect(pipeline.train_batches(split, record, global_batch=8, seed=0, epoch=0, noise_per_example=3))
