@@ -134,3 +134,19 @@ def test_both_pipelines_preprocess_cifar_alike():
   # (XLA may divide by 255 as a multiplication: the same to the last bit or one ulp.)
   np.testing.assert_allclose(np.asarray(dataset.preprocess_on_device(images, noise)),
                              dataset.preprocess(tf.constant(images), tf.constant(noise)).numpy(), rtol=1e-6)
+
+
+def test_alternating_flip_mirrors_every_image_every_other_epoch():
+  plans = [pipeline.epoch_plan(50, 10, seed=4, epoch=e, noise_per_example=3, alternating_columns=(2,))
+           for e in range(4)]
+  flips = []
+  for order, noise in plans:
+    flipped = np.zeros(50, bool)
+    flipped[order.ravel()] = noise[..., 2].ravel() < 0.5
+    flips.append(flipped)
+  assert 15 < flips[0].sum() < 35  # a fair coin per image...
+  np.testing.assert_array_equal(flips[1], ~flips[0])  # ...inverted in odd epochs
+  np.testing.assert_array_equal(flips[2], flips[0])
+  np.testing.assert_array_equal(flips[3], flips[1])
+  crops = [noise[..., :2] for _, noise in plans]
+  assert not np.array_equal(crops[0], crops[2])  # translations stay fresh every epoch

@@ -120,7 +120,7 @@ def test_registry_builds_every_model_and_rejects_unknown_names():
     create_model('vgg', num_classes=10)
 
 
-def test_airbench_net_has_airbench94s_size_whitens_and_mirrors_at_eval():
+def test_airbench_net_has_airbench94s_size_whitens_and_averages_views_at_eval():
   from zoo.models.airbench import AirbenchNet, normalize, whitening_kernel
   images = np.random.default_rng(0).random((16, 32, 32, 3), dtype=np.float32)
   model = create_model('airbench', num_classes=10)
@@ -130,12 +130,17 @@ def test_airbench_net_has_airbench94s_size_whitens_and_mirrors_at_eval():
   params = AirbenchNet.init_from_data(variables['params'], images)
   whitened = jax.lax.conv_general_dilated(normalize(images), params['whiten']['kernel'], (1, 1), 'VALID',
                                           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  covariance = np.cov(np.asarray(whitened).reshape(-1, 24)[:, :12], rowvar=False)
-  np.testing.assert_allclose(covariance, np.eye(12), atol=0.05)  # unit variance, decorrelated
+  flat = np.asarray(whitened).reshape(-1, 24)[:, :12]
+  np.testing.assert_allclose(flat.T @ flat / len(flat), np.eye(12), atol=0.05)  # unit second moments
   np.testing.assert_allclose(params['whiten']['kernel'], whitening_kernel(normalize(images)))
   variables = {'params': params, 'batch_stats': variables['batch_stats']}
-  logits = model.apply(variables, images)
-  np.testing.assert_allclose(logits, model.apply(variables, images[:, :, ::-1]), rtol=1e-5, atol=1e-6)
-  single = model.clone(mirror_at_eval=False)
-  np.testing.assert_allclose(logits, (single.apply(variables, images) + single.apply(variables, images[:, :, ::-1])) / 2,
+  logits = model.clone(tta_level=1).apply(variables, images)
+  np.testing.assert_allclose(logits, model.clone(tta_level=1).apply(variables, images[:, :, ::-1]),
                              rtol=1e-5, atol=1e-6)
+  single = lambda x: model.clone(tta_level=0).apply(variables, x)
+  mirrored = lambda x: (single(x) + single(x[:, :, ::-1])) / 2
+  np.testing.assert_allclose(logits, mirrored(images), rtol=1e-5, atol=1e-6)
+  # Level 2 (the default): half the image's views, a quarter each of its 1-pixel translations.
+  padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
+  expected = mirrored(images) / 2 + (mirrored(padded[:, :32, :32]) + mirrored(padded[:, 2:, 2:])) / 4
+  np.testing.assert_allclose(model.apply(variables, images), expected, rtol=1e-5, atol=1e-6)

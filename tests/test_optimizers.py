@@ -29,20 +29,39 @@ def test_optimizers_step_downhill_and_decay_only_kernels(optimizer):
 
 def test_triangular_schedule_is_airbenchs():
   fn = create_schedule(Config(schedule='triangular', learning_rate=1.0, epochs=10, warmup_epochs=2), 10)
-  assert [float(fn(s)) for s in (0, 10, 20, 60, 100)] == pytest.approx([0.2, 0.6, 1.0, 0.5, 0.0])
+  assert [float(fn(s)) for s in (0, 10, 20, 60, 100)] == pytest.approx([0.2, 0.6, 1.0, 0.535, 0.07])
 
 
-def test_bias_multiplier_scales_only_biases_and_frozen_parameters_never_move():
-  params = {'conv': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}, 'whiten': {'kernel': jnp.ones((2, 2))}}
-  grads = {'conv': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}, 'whiten': {'kernel': jnp.ones((2, 2))}}
-  config = Config(optimizer='sgd', learning_rate=0.1, weight_decay=0.5, bias_lr_multiplier=64)
-  tx = create_optimizer(config, 10, frozen=('whiten/kernel',))
+def _tree(kernel, bias, offset, whiten):
+  return {'conv': {'kernel': jnp.full((2, 2), kernel), 'bias': jnp.full((2,), bias)},
+          'BatchNorm_0': {'bias': jnp.full((2,), offset)},
+          'whiten': {'kernel': jnp.full((2, 2), whiten), 'bias': jnp.full((2,), whiten)}}
+
+
+def test_batchnorm_offsets_get_the_multiplier_before_decay_and_frozen_parameters_stop():
+  params, grads = _tree(1.0, 1.0, 1.0, 1.0), _tree(2.0, 2.0, 2.0, 2.0)
+  config = Config(optimizer='sgd', learning_rate=0.1, momentum=0.0, weight_decay=0.5,
+                  weight_decay_scope='all', bias_lr_multiplier=64)
+  tx = create_optimizer(config, 10, frozen=('whiten/kernel',), frozen_after_epochs=(('whiten/bias', 0.2),))
+  opt_state = tx.init(params)
+  for step in range(3):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    # airbench94: lr x (grad + wd x param), and for BatchNorm offsets lr x (64 grad + wd x param).
+    np.testing.assert_allclose(updates['conv']['kernel'], -0.1 * (2 + 0.5))
+    np.testing.assert_allclose(updates['conv']['bias'], -0.1 * (2 + 0.5))  # scope 'all': decayed
+    np.testing.assert_allclose(updates['BatchNorm_0']['bias'], -0.1 * (64 * 2 + 0.5))
+    np.testing.assert_array_equal(updates['whiten']['kernel'], 0)
+    # 0.2 epochs of 10 steps: the whitening bias moves for 2 updates, then never again.
+    np.testing.assert_allclose(updates['whiten']['bias'], -0.1 * (2 + 0.5) if step < 2 else 0.0)
+
+
+def test_weight_decay_scope_kernels_leaves_rank_one_parameters_alone():
+  params, grads = _tree(1.0, 1.0, 1.0, 1.0), _tree(0.0, 0.0, 0.0, 0.0)
+  tx = create_optimizer(Config(optimizer='sgd', learning_rate=0.1, momentum=0.0, weight_decay=0.5), 10)
   updates, _ = tx.update(grads, tx.init(params), params)
-  plain = create_optimizer(Config(optimizer='sgd', learning_rate=0.1, weight_decay=0.5), 10)
-  reference, _ = plain.update(grads, plain.init(params), params)
-  np.testing.assert_allclose(updates['conv']['kernel'], reference['conv']['kernel'])
-  np.testing.assert_allclose(updates['conv']['bias'], 64 * reference['conv']['bias'])
-  np.testing.assert_array_equal(updates['whiten']['kernel'], 0)
+  np.testing.assert_allclose(updates['conv']['kernel'], -0.05)
+  np.testing.assert_array_equal(updates['conv']['bias'], 0)
+  np.testing.assert_array_equal(updates['BatchNorm_0']['bias'], 0)
 
 
 def test_unknown_optimizer_and_schedule_are_clear_errors():

@@ -179,3 +179,37 @@ def test_simple_cnn_learns_real_cifar10(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   summary = last_json_line(result.stdout)
   assert summary['eval_accuracy'] >= 0.45, summary
+
+
+def test_lookahead_follows_airbench94s_procedure():
+  """The in-step `Lookahead` against a transcription of airbench94's loop (weights that grow by 1
+  per step stand in for training; BatchNorm statistics are averaged alike)."""
+  import optax
+  from zoo.training.steps import Lookahead, TrainState
+  epochs, steps_per_epoch, start_epoch, every, decay = 6, 7, 2, 3, 0.9
+  total = epochs * steps_per_epoch
+  lookahead = Lookahead(start_epoch * steps_per_epoch, every, decay, total, steps_per_epoch)
+  state = TrainState.create(apply_fn=None, params={'w': np.float32(0)}, tx=optax.identity(),
+                            batch_stats={'mean': np.float32(0)},
+                            lookahead={'params': {'w': np.float32(0)}, 'batch_stats': {'mean': np.float32(0)}})
+  step_fn = jax.jit(lambda s: lookahead(s.replace(step=s.step + 1, params={'w': s.params['w'] + 1},
+                                                  batch_stats={'mean': s.batch_stats['mean'] + 1})))
+  weight, average, step, expected, got = 0.0, None, 0, [], []
+  for epoch in range(epochs):
+    for _ in range(steps_per_epoch):
+      weight, step = weight + 1, step + 1
+      if epoch >= start_epoch and step % every == 0:
+        if average is None:
+          average = weight
+        else:
+          rho = decay ** every * (step / total) ** 3
+          average += (1 - rho) * (weight - average)
+          weight = average
+      state = step_fn(state)
+      got.append((float(state.params['w']), float(state.batch_stats['mean'])))
+      expected.append(weight)
+    if average is not None:
+      weight = average
+    expected[-1] = weight
+  np.testing.assert_allclose(np.array(got), np.array([expected, expected]).T, rtol=1e-5)
+  assert got[-1][0] < total  # the averaging really held the weights back

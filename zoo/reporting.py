@@ -24,10 +24,11 @@ def plot_history(history: list[dict], path: Path) -> None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  epochs = [h['epoch'] for h in history]
+  evaluated = [h for h in history if 'eval_accuracy' in h]  # --eval_every_epochs may skip some
   fig, ax = plt.subplots(figsize=(6, 4))
-  ax.plot(epochs, [h['train_accuracy'] for h in history], marker='o', label='accuracy')
-  ax.plot(epochs, [h['eval_accuracy'] for h in history], marker='o', label='val_accuracy')
+  ax.plot([h['epoch'] for h in history], [h['train_accuracy'] for h in history], marker='o', label='accuracy')
+  ax.plot([h['epoch'] for h in evaluated], [h['eval_accuracy'] for h in evaluated], marker='o',
+          label='val_accuracy')
   ax.set_xlabel('Epoch')
   ax.set_ylabel('Accuracy')
   ax.set_ylim([0, 1])

@@ -3,7 +3,8 @@
 A dataset class takes (config, data_dir, workdir) and offers `model_kwargs()`, `load(split)` ->
 ArraySplit, `preprocess(inputs, noise)` (TensorFlow, for tf.data), `preprocess_on_device(inputs,
 noise)` (the same in jax.numpy, for splits held on the devices) and `noise_per_example` (random
-numbers its augmentation draws per example; 0 for none).
+numbers its augmentation draws per example; 0 for none) and `alternating_noise_columns` (those of
+them that are per-run coins inverted every other epoch: `pipeline.epoch_plan`).
 """
 from zoo.data.cifar import Cifar10
 from zoo.data.text import ImdbReviews

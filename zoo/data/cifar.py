@@ -24,6 +24,7 @@ class Cifar10:
     self.config = config
     self.data_dir = data_dir
     self.noise_per_example = 3 if config.augment else 0  # crop row, crop column, flip
+    self.alternating_noise_columns = (2,) if config.augment and config.alternating_flip else ()
 
   def model_kwargs(self) -> dict:
     return {'num_classes': 10}

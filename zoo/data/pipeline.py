@@ -42,22 +42,34 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
   return num_examples // global_batch  # The ragged remainder is dropped; the order reshuffles it.
 
 
-def epoch_plan(num_examples: int, global_batch: int, seed: int, epoch: int,
-               noise_per_example: int = 0) -> tuple[np.ndarray, np.ndarray]:
+_RUN_COINS = 0xC015  # seeds the once-per-run coins apart from any [seed, epoch] stream
+
+
+def epoch_plan(num_examples: int, global_batch: int, seed: int, epoch: int, noise_per_example: int = 0,
+               alternating_columns: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
   """The epoch's example indices [steps, global_batch] and augmentation noise [steps, global_batch,
-  noise_per_example]: a function of (seed, epoch) alone, shared by both input pipelines."""
+  noise_per_example]: a function of (seed, epoch) alone, shared by both input pipelines.
+
+  Noise columns in `alternating_columns` are coins (< 0.5 or not) drawn once per example for the
+  whole run and inverted in odd epochs: airbench's alternating flip, which mirrors every image
+  exactly every other epoch instead of at random."""
   steps = steps_per_epoch(num_examples, global_batch)
   rng = np.random.default_rng([seed, epoch])
   order = rng.permutation(num_examples)[:steps * global_batch].reshape(steps, global_batch)
   noise = rng.random((steps, global_batch, noise_per_example), dtype=np.float32)
+  for column in alternating_columns:
+    heads = np.random.default_rng([seed, column, _RUN_COINS]).random(num_examples) < 0.5
+    noise[..., column] = np.where(heads[order] != bool(epoch % 2), 0.25, 0.75)
   return order.astype(np.int32), noise
 
 
 def train_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: int, seed: int,
                   epoch: int, start_step: int = 0, noise_per_example: int = 0,
+                  alternating_columns: tuple[int, ...] = (),
                   process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
   """This process's share of the epoch's global batches, from `start_step` on."""
-  order, noise = epoch_plan(split.num_examples, global_batch, seed, epoch, noise_per_example)
+  order, noise = epoch_plan(split.num_examples, global_batch, seed, epoch, noise_per_example,
+                            alternating_columns)
   rows = process.of(global_batch)
   order, noise = order[start_step:, rows], noise[start_step:, rows]
   inputs, labels = tf.constant(split.inputs), tf.constant(split.labels)

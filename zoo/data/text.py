@@ -61,6 +61,7 @@ def tokenize(tokenizer, texts) -> np.ndarray:
 class ImdbReviews:
   name = 'imdb_reviews'
   noise_per_example = 0  # no augmentation
+  alternating_noise_columns = ()
 
   def __init__(self, config: Config, data_dir: str | None, workdir=None):
     if not config.vocab_size or config.vocab_size < 3 or not config.max_length or config.max_length < 1:

@@ -27,16 +27,26 @@ class Config:
   momentum: float = 0.9          # sgd only
   nesterov: bool = False         # sgd only
   weight_decay: float = 0.0
-  bias_lr_multiplier: float = 1.0  # learning-rate factor for biases and BatchNorm offsets
+  weight_decay_scope: str = 'kernels'  # kernels | all (airbench decays biases and BatchNorm offsets too)
+  bias_lr_multiplier: float = 1.0  # gradient factor for BatchNorm offsets (airbench: 64), before decay
   label_smoothing: float = 0.0
   augment: bool = False          # random crop (reflect padding) + horizontal flip
   crop_padding: int = 4          # pixels of reflect padding for the random crop: translations up to this
+  alternating_flip: bool = False  # augment: each image's random mirror is inverted every other epoch
+  # Lookahead (airbench94): from `lookahead_start_epoch` on, every `lookahead_every_steps` steps the
+  # weights and BatchNorm statistics move to an average that follows them with a decay rising to
+  # `lookahead_decay`**every over training; the averaged weights are also the epoch's final ones.
+  lookahead: bool = False
+  lookahead_start_epoch: int = 3
+  lookahead_every_steps: int = 5
+  lookahead_decay: float = 0.95
   seed: int = 0
   train_split: str = 'train'
   eval_split: str = 'test'
   checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
   keep_checkpoints: int = 3
   log_every_steps: int = 200
+  eval_every_epochs: int = 1       # the last epoch is always evaluated
   vocab_size: Optional[int] = None  # text datasets only
   max_length: Optional[int] = None  # text datasets only
   # How batches reach the step (results are the same either way, so these may change on resume):
@@ -46,7 +56,7 @@ class Config:
   steps_per_dispatch: int = 50     # 'device' only: train steps run by one jitted call
 
   # Fields that only change how fast a run goes, never its results.
-  RUNTIME_FIELDS = ('input_pipeline', 'steps_per_dispatch')
+  RUNTIME_FIELDS = ('input_pipeline', 'steps_per_dispatch', 'eval_every_epochs')
 
   def validate(self, device_count: int) -> None:
     """Raises ZooError naming the first field a run cannot use, and how to fix it."""
@@ -63,6 +73,12 @@ class Config:
       raise ZooError(f'--input_pipeline={self.input_pipeline!r}: choose auto, device or tf_data')
     if not 0 <= self.crop_padding <= 16:
       raise ZooError(f'--crop_padding={self.crop_padding} must be between 0 and 16 pixels')
+    if self.weight_decay_scope not in ('kernels', 'all'):
+      raise ZooError(f'--weight_decay_scope={self.weight_decay_scope!r}: choose kernels or all')
+    if self.lookahead and (self.lookahead_every_steps < 1 or not 0 <= self.lookahead_decay <= 1):
+      raise ZooError('--lookahead needs --lookahead_every_steps >= 1 and 0 <= --lookahead_decay <= 1')
+    if self.eval_every_epochs < 1:
+      raise ZooError(f'--eval_every_epochs={self.eval_every_epochs} must be >= 1')
     if self.steps_per_dispatch < 1:
       raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} must be >= 1')
     if self.checkpoint_every_steps < 0:

@@ -33,7 +33,8 @@ class HostFeed:
 
   def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
     self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
-    self._step = steps.make_train_step(mesh, config.label_smoothing)
+    lookahead = steps.Lookahead.from_config(config, pipeline.steps_per_epoch(split.num_examples, config.batch_size))
+    self._step = steps.make_train_step(mesh, config.label_smoothing, lookahead)
     self._compiled = None
     self._batches = None
     self.flops_per_step = 0.0
@@ -42,7 +43,7 @@ class HostFeed:
     self._batches = pipeline.train_batches(
         self.split, self.dataset.preprocess, global_batch=self.config.batch_size, seed=self.config.seed,
         epoch=epoch, start_step=first_step, noise_per_example=self.dataset.noise_per_example,
-        process=_process_slice())
+        alternating_columns=self.dataset.alternating_noise_columns, process=_process_slice())
 
   def run(self, state, metrics, rng, num_steps: int):
     for _ in range(num_steps):
@@ -64,7 +65,8 @@ class DeviceFeed:
     replicated = steps.replicated(mesh)
     self._inputs = steps.put_global(split.inputs, replicated)
     self._labels = steps.put_global(split.labels, replicated)
-    self._loop = steps.make_train_loop(mesh, dataset.preprocess_on_device, config.label_smoothing)
+    lookahead = steps.Lookahead.from_config(config, pipeline.steps_per_epoch(split.num_examples, config.batch_size))
+    self._loop = steps.make_train_loop(mesh, dataset.preprocess_on_device, config.label_smoothing, lookahead)
     self._compiled = None
     self._plan = None
     self._next = 0
@@ -72,7 +74,7 @@ class DeviceFeed:
 
   def start_epoch(self, epoch: int, first_step: int) -> None:
     order, noise = pipeline.epoch_plan(self.num_examples, self.config.batch_size, self.config.seed, epoch,
-                                       self.dataset.noise_per_example)
+                                       self.dataset.noise_per_example, self.dataset.alternating_noise_columns)
     sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
     self._plan = (steps.put_global(order, sharding), steps.put_global(noise, sharding))
     self._next = first_step

@@ -73,13 +73,16 @@ def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, i
   get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it.
   """
   model = create_model(config.model, **dataset.model_kwargs())
-  tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()))
+  tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()),
+                        frozen_after_epochs=getattr(model, 'frozen_after_epochs', ()))
   sample = np.asarray(dataset.preprocess(sample_inputs, None))
-  state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh)
+  state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh, config.lookahead)
   if init_inputs is not None and hasattr(model, 'init_from_data'):
     params = model.init_from_data(jax.device_get(state.params), np.asarray(dataset.preprocess(init_inputs, None)))
     replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), tree)
     state = state.replace(params=replicate(params), opt_state=replicate(tx.init(params)))
+    if state.lookahead is not None:
+      state = state.replace(lookahead=replicate({'params': params, 'batch_stats': state.batch_stats}))
   return model, state
 
 
@@ -169,17 +172,18 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     train = _summarise(metrics)
     _check_finite(train, step, manager, state)
     train_seconds = time.perf_counter() - epoch_start
-    evaluation = _summarise(evaluate_split(state))
     metrics = steps.zero_metrics(mesh)
-    entry = {'epoch': epoch + 1, 'step': step,
-             'train_loss': train['loss'], 'train_accuracy': train['accuracy'],
-             'eval_loss': evaluation['loss'], 'eval_accuracy': evaluation['accuracy'],
-             'eval_examples': evaluation['num_examples'],
+    entry = {'epoch': epoch + 1, 'step': step, 'train_loss': train['loss'], 'train_accuracy': train['accuracy']}
+    if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+      evaluation = _summarise(evaluate_split(state))
+      entry.update(eval_loss=evaluation['loss'], eval_accuracy=evaluation['accuracy'],
+                   eval_examples=evaluation['num_examples'])
+    entry.update({
              'seconds': round(time.perf_counter() - epoch_start, 3),
              'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1),
              'flops_per_step': feed.flops_per_step,
              'train_gflops_per_second': round(feed.flops_per_step * (steps_per_epoch - first_step) / train_seconds / 1e9, 2),
-             'train_pflop': feed.flops_per_step * step / 1e15}  # training compute so far (XLA's count)
+             'train_pflop': feed.flops_per_step * step / 1e15})  # training compute so far (XLA's count)
     history.append(entry)
     log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
     if _is_chief():
