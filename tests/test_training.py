@@ -89,6 +89,22 @@ def test_resume_mid_epoch_finishes_bit_identical(trained, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, restore_plain(resumed)['params'], restore_plain(workdir)['params'])
 
 
+def test_lookahead_and_alternating_flip_resume_bit_identical(tmp_path):
+  flags = ('--lookahead', '--lookahead_start_epoch=0', '--lookahead_every_steps=4', '--augment',
+           '--alternating_flip', '--eval_every_epochs=2', '--checkpoint_every_steps=2', '--keep_checkpoints=20')
+  history = train(tmp_path / 'w', *flags)
+  assert 'eval_accuracy' not in history[0] and history[1]['eval_examples'] == 96  # evaluated once
+  assert set(restore_plain(tmp_path / 'w', 10)['lookahead']) == {'params', 'batch_stats'}
+  resumed = tmp_path / 'resumed'
+  shutil.copytree(tmp_path / 'w', resumed)
+  for step_dir in (resumed / 'checkpoints').iterdir():
+    if step_dir.name.isdigit() and int(step_dir.name) > 10:  # killed after step 10 (a lookahead sync: 8, 12)
+      shutil.rmtree(step_dir)
+  (resumed / 'history.json').write_text(json.dumps(history[:1]))
+  assert without_timings(train(resumed, *flags)) == without_timings(history)
+  jax.tree.map(np.testing.assert_array_equal, restore_plain(resumed), restore_plain(tmp_path / 'w'))
+
+
 def test_rerunning_a_finished_run_trains_nothing_more(trained):
   workdir, history = trained
   assert without_timings(train(workdir, '--checkpoint_every_steps=2', '--keep_checkpoints=20')) == \

@@ -1,6 +1,7 @@
 """Orbax checkpoints in `<workdir>/checkpoints`, readable with plain orbax and no zoo code.
 
-A checkpoint is one PyTree: {'step', 'params', 'batch_stats', 'opt_state', 'epoch_metrics'}.
+A checkpoint is one PyTree: {'step', 'params', 'batch_stats', 'opt_state', 'epoch_metrics'} (and
+'lookahead' for runs with --lookahead).
 `ocp.CheckpointManager(W / 'checkpoints').restore(step)` returns it as a dict whose `params` (and
 `batch_stats`, when the model has BatchNorm) feed `model.apply` directly. The zoo restores onto the
 current mesh's shardings, so a checkpoint written on N devices resumes or evaluates on M.
@@ -35,6 +36,8 @@ def _tree(state, epoch_metrics) -> dict:
           'epoch_metrics': epoch_metrics}
   if state.batch_stats:
     tree['batch_stats'] = state.batch_stats
+  if state.lookahead is not None:  # --lookahead's average, which a resumed run goes on from
+    tree['lookahead'] = state.lookahead
   return tree
 
 
