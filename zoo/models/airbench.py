@@ -100,7 +100,8 @@ class AirbenchNet(nn.Module):
     if self.tta_level == 1:
       return mirrored(images)
     # airbench94's level 2: half the weight on the image, a quarter on each 1-pixel translation
-    # (reflect padding), every view also mirrored. Measured effect: see README.
+    # (reflect padding), every view also mirrored. Measured on the 10-epoch validation run:
+    # 89.44 % without TTA, 89.96 % mirrored (level 1), 89.96 % at level 2 (README).
     padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
     height, width = images.shape[1:3]
     up_left, down_right = padded[:, :height, :width], padded[:, 2:, 2:]
