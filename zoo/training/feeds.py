@@ -23,6 +23,10 @@ def choose(config, dataset, split: pipeline.ArraySplit) -> str:
   return 'device' if fits and hasattr(dataset, 'preprocess_on_device') else 'tf_data'
 
 
+def _lookahead(config, split: pipeline.ArraySplit):
+  return steps.Lookahead.from_config(config, pipeline.steps_per_epoch(split.num_examples, config.batch_size))
+
+
 def _process_slice() -> pipeline.ProcessSlice:
   return pipeline.ProcessSlice(jax.process_index(), jax.process_count())
 
@@ -33,8 +37,7 @@ class HostFeed:
 
   def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
     self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
-    lookahead = steps.Lookahead.from_config(config, pipeline.steps_per_epoch(split.num_examples, config.batch_size))
-    self._step = steps.make_train_step(mesh, config.label_smoothing, lookahead)
+    self._step = steps.make_train_step(mesh, config.label_smoothing, _lookahead(config, split))
     self._compiled = None
     self._batches = None
     self.flops_per_step = 0.0
@@ -65,8 +68,8 @@ class DeviceFeed:
     replicated = steps.replicated(mesh)
     self._inputs = steps.put_global(split.inputs, replicated)
     self._labels = steps.put_global(split.labels, replicated)
-    lookahead = steps.Lookahead.from_config(config, pipeline.steps_per_epoch(split.num_examples, config.batch_size))
-    self._loop = steps.make_train_loop(mesh, dataset.preprocess_on_device, config.label_smoothing, lookahead)
+    self._loop = steps.make_train_loop(mesh, dataset.preprocess_on_device, config.label_smoothing,
+                                       _lookahead(config, split))
     self._compiled = None
     self._plan = None
     self._next = 0
