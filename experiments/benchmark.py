@@ -25,6 +25,8 @@ flags.DEFINE_integer('steps', 30, 'Steps per timed call (and at least this many 
 flags.DEFINE_integer('rounds', 3, 'Interleaved measurement rounds per model; the table gives medians.')
 flags.DEFINE_bool('keras', True, 'Also time the seed\'s Keras CNN at simple_cnn\'s batch size.')
 flags.DEFINE_string('data_dir', None, 'A TFDS directory with cifar10: also time the real input pipeline.')
+flags.DEFINE_list('pipelines', ['device', 'tf_data'], 'Input pipelines timed with --data_dir (tf_data needs TensorFlow).')
+flags.DEFINE_string('pipeline_split', 'train[:20000]', 'The cifar10 split the pipelines are timed on.')
 FLAGS = flags.FLAGS
 
 # name -> (dataset, recipe batch size, input shape, input dtype, model kwargs)
@@ -65,8 +67,8 @@ def main(argv):
     if dataset == 'cifar10' and FLAGS.data_dir:
       from zoo.data import open_dataset
       data = open_dataset(config, FLAGS.data_dir, None)
-      split = data.load('train[:20000]')
-      for kind in ('device', 'tf_data'):
+      split = data.load(FLAGS.pipeline_split)
+      for kind in FLAGS.pipelines:
         timers[f'{kind}_pipeline_step_seconds'] = benchmarking.feed_step_timer(
             dataclasses.replace(config, input_pipeline=kind), data, split, num_steps=FLAGS.steps)
     # Interleaved rounds, medians: this shared machine's speed drifts by 10-30 % within minutes.
@@ -92,8 +94,8 @@ def main(argv):
         '| pipeline overhead: device / tf.data | vs Keras |')
   print('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
   for r in rows:
-    overhead = (f"{r['device_pipeline_overhead']:+.1%} / {r['tf_data_pipeline_overhead']:+.1%}"
-                if 'device_pipeline_overhead' in r else '–')
+    overhead = ' / '.join(f"{r[f'{kind}_pipeline_overhead']:+.1%}" if f'{kind}_pipeline_overhead' in r else '–'
+                          for kind in ('device', 'tf_data'))
     keras = (f"{r['speedup_over_keras']:.2f}x ({r['keras_examples_per_second']:.0f}/s)"
              if 'speedup_over_keras' in r else '–')
     print(f"| {r['model']} | {r['batch_size']} | {r['compile_seconds']:.1f} | {r['step_seconds'] * 1e3:.1f} | "

@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# One prepared GPU run (issue #4, item 5): the benchmark, then the airbench recipe end to end, then
-# the time to 94% from its history. Installs nothing: it needs a Python with this project and
-# jax[cuda12] already installed (`pip install -e '.[cuda]'`) and a TFDS dir holding cifar10.
+# One prepared GPU run (issue #4, item 5): the airbench recipe end to end twice in float32 and twice
+# in bfloat16 (each second run, seed 1, loads its programs from the compilation cache: its epoch
+# times are compile-free), the time to 94% from each history, the benchmark, and, with ABLATIONS=1,
+# the recipe without each of three tricks.
+# Installs nothing. Needs a Python with JAX (GPU), Flax, Optax, Orbax, absl and Pillow, and a data
+# dir holding cifar10: TFDS-prepared (needs TensorFlow too) or exported by experiments.export_splits
+# (NumPy only), e.g. for a machine without TensorFlow:
 #
-#   DATA_DIR=/path/to/tfds [SPLITS=validation|test] bash experiments/gpu_speedrun.sh
+#   python -m experiments.export_splits --data_dir=../shared/tfds --jpeg_quality=75 \
+#       --splits='train[:45000],train[45000:]' --out_dir=.gpu_data     # 23 MB, lossless
+#   DATA_DIR=.gpu_data [SPLITS=validation|test] [ABLATIONS=1] bash experiments/gpu_speedrun.sh
 #
 # SPLITS=validation (the default) trains on train[:45000] and evaluates on train[45000:];
 # SPLITS=test trains on train and evaluates on test, the airbench94 protocol.
-# Prints the benchmark table, one JSON line per epoch and a final JSON summary line.
-set -euo pipefail
+# Prints the benchmark table, one JSON line per epoch and a JSON summary line per run.
+set -uo pipefail
 DATA_DIR=${DATA_DIR:-${TFDS_DATA_DIR:-}}
 SPLITS=${SPLITS:-validation}
 WORKDIR=${WORKDIR:-workdirs/gpu_speedrun_$(date +%s)}
 PYTHON=${PYTHON:-python}
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 
 if [ -z "$DATA_DIR" ] || [ ! -d "$DATA_DIR/cifar10" ]; then
-  echo "error: DATA_DIR=$DATA_DIR holds no cifar10; pass DATA_DIR=<a TFDS directory with cifar10 prepared>" >&2
+  echo "error: DATA_DIR=$DATA_DIR holds no cifar10; pass DATA_DIR=<a TFDS or exported directory with cifar10>" >&2
   exit 1
 fi
 if ! "$PYTHON" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
@@ -27,27 +34,51 @@ case "$SPLITS" in
   test) SPLIT_FLAGS=(--train_split=train --eval_split=test) ;;
   *) echo "error: SPLITS=$SPLITS; use validation or test" >&2; exit 1 ;;
 esac
+PIPELINES=device
+"$PYTHON" -c "import tensorflow" 2>/dev/null && PIPELINES=device,tf_data
 
-"$PYTHON" -c "import jax; print('device:', jax.devices()[0].device_kind, '| jax', jax.__version__)"
-"$PYTHON" -m experiments.benchmark --data_dir="$DATA_DIR" --models=simple_cnn,airbench,resnet20 --keras=false
+"$PYTHON" -c "
+import jax, flax, optax, orbax.checkpoint as ocp
+print('device:', jax.devices()[0].device_kind, '| jax', jax.__version__, '| flax', flax.__version__,
+      '| optax', optax.__version__, '| orbax', ocp.__version__)"
 
-start=$(date +%s.%N)
-"$PYTHON" -m experiments.cifar --flagfile=experiments/recipes/cifar_airbench.flags --accelerator=gpu \
-  --data_dir="$DATA_DIR" "${SPLIT_FLAGS[@]}" --workdir="$WORKDIR" --log_every_steps=1000 \
-  --eval_every_epochs=1
-end=$(date +%s.%N)
-
-"$PYTHON" - "$WORKDIR" "$start" "$end" <<'PY'
+summarise() {  # workdir start end label
+  "$PYTHON" - "$@" <<'PY'
 import json, sys
-workdir, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+workdir, start, end, label = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 history = json.load(open(f'{workdir}/history.json'))
 elapsed, reached = 0.0, None
 for entry in history:
-  elapsed += entry['seconds']  # train + eval of the epoch; the first epoch includes compilation
-  print(json.dumps({k: entry.get(k) for k in ('epoch', 'eval_accuracy', 'seconds', 'train_pflop')}))
+  elapsed += entry['seconds']  # train + eval of the epoch; a cold first epoch includes compilation
+  print(json.dumps({k: entry.get(k) for k in ('epoch', 'eval_accuracy', 'seconds', 'train_images_per_second',
+                                               'train_gflops_per_second', 'train_pflop')}))
   if reached is None and entry.get('eval_accuracy', 0) >= 0.94:
     reached = {'epoch': entry['epoch'], 'seconds_to_94': round(elapsed, 2)}
-print(json.dumps({'summary': 'gpu_speedrun', 'final_eval_accuracy': history[-1]['eval_accuracy'],
+print(json.dumps({'summary': label, 'final_eval_accuracy': history[-1]['eval_accuracy'],
                   'train_pflop': history[-1]['train_pflop'], 'epoch_seconds_total': round(elapsed, 2),
                   'process_seconds': round(end - start, 1), 'reached_94': reached}))
 PY
+}
+
+recipe() {  # label, extra flags...
+  local label=$1; shift
+  local start end
+  start=$(date +%s.%N)
+  timeout 300 "$PYTHON" -m experiments.cifar --flagfile=experiments/recipes/cifar_airbench.flags \
+    --accelerator=gpu --data_dir="$DATA_DIR" "${SPLIT_FLAGS[@]}" --workdir="$WORKDIR/$label" \
+    --log_every_steps=1000 "$@" 2>&1 | grep -v '^[IW]0000 '
+  end=$(date +%s.%N)
+  [ -f "$WORKDIR/$label/history.json" ] && summarise "$WORKDIR/$label" "$start" "$end" "$label"
+}
+
+recipe cold --eval_every_epochs=1
+recipe warm --eval_every_epochs=1 --seed=1
+recipe bf16_cold --eval_every_epochs=1 --compute_dtype=bfloat16
+recipe bf16_warm --eval_every_epochs=1 --compute_dtype=bfloat16 --seed=1
+timeout 300 "$PYTHON" -m experiments.benchmark --data_dir="$DATA_DIR" --models=simple_cnn,airbench,resnet20 \
+  --keras=false --pipelines="$PIPELINES" --pipeline_split="${SPLIT_FLAGS[0]#--train_split=}"
+if [ "${ABLATIONS:-0}" = 1 ]; then
+  recipe no_lookahead --eval_every_epochs=10 --nolookahead
+  recipe no_alternating_flip --eval_every_epochs=10 --noalternating_flip
+  recipe no_label_smoothing --eval_every_epochs=10 --label_smoothing=0
+fi

@@ -49,6 +49,8 @@ _HELP = {
     'lookahead_decay': 'Per-step decay of the --lookahead average at the end of training (it rises '
                        'as (step / total steps)**3).',
     'eval_every_epochs': 'Evaluate --eval_split every this many epochs (and after the last).',
+    'compute_dtype': 'float32 | bfloat16 (models with a dtype field, e.g. airbench): activations and '
+                     'conv/matmul inputs; parameters stay float32. Fast on GPUs/TPUs, slow on most CPUs.',
     'seed': 'Seeds parameters, data order, augmentation and dropout.',
     'train_split': 'TFDS split to train on (slicing works: "train[:45000]").',
     'eval_split': 'TFDS split to evaluate on after every epoch and in --mode=eval.',
@@ -106,7 +108,9 @@ def _workdir() -> Path:
 def select_accelerator(name: str) -> None:
   """Pins JAX to the asked platform before any computation; one line if it is not there."""
   import jax
-  platforms = {'cpu': 'cpu', 'gpu': 'cuda,rocm', 'tpu': 'tpu'}.get(name)
+  # Not 'gpu': JAX expands it to cuda,rocm,oneapi and fails unless all three plugins are installed.
+  # JAX already prefers a GPU over the CPU; the check below says so if there is none.
+  platforms = {'cpu': 'cpu', 'tpu': 'tpu'}.get(name)
   if platforms:
     jax.config.update('jax_platforms', platforms)
   if FLAGS.compilation_cache:

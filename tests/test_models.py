@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from zoo.errors import ZooError
 from zoo.models import MODELS, create_model
 from zoo.models.cnn import ResNet, SimpleCNN
 from zoo.models.mlp import MLP
@@ -144,3 +145,18 @@ def test_airbench_net_has_airbench94s_size_whitens_and_averages_views_at_eval():
   padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
   expected = mirrored(images) / 2 + (mirrored(padded[:, :32, :32]) + mirrored(padded[:, 2:, 2:])) / 4
   np.testing.assert_allclose(model.apply(variables, images), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_airbench_in_bfloat16_keeps_float32_parameters_and_close_logits():
+  images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+  full, half = create_model('airbench', num_classes=10), create_model('airbench', 'bfloat16', num_classes=10)
+  variables = full.init(jax.random.key(0), images)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(half.init(jax.random.key(0), images)))
+  reference, logits = full.apply(variables, images), half.apply(variables, images)
+  assert logits.dtype == jnp.float32
+  assert 1e-4 < float(jnp.linalg.norm(logits - reference) / jnp.linalg.norm(reference)) < 3e-2  # bf16, not f32
+
+
+def test_compute_dtype_on_a_model_without_it_names_the_models_that_have_it():
+  with pytest.raises(ZooError, match='not implemented for simple_cnn.*airbench'):
+    create_model('simple_cnn', 'bfloat16', num_classes=10)

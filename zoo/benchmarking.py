@@ -33,7 +33,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
 
 
 def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dict, mesh):
-  model = create_model(config.model, **model_kwargs)
+  model = create_model(config.model, config.compute_dtype, **model_kwargs)
   tx = create_optimizer(config, steps_per_epoch=100)
   state = steps.create_train_state(model, tx, sample_inputs[:1], jax.random.key(config.seed), mesh)
   return state, steps.make_train_step(mesh, config.label_smoothing)
@@ -75,7 +75,7 @@ def feed_step_timer(config: Config, dataset, split: pipeline.ArraySplit, *, num_
   preprocessing and augmentation included (seconds per step)."""
   mesh = steps.data_mesh()
   config = dataclasses.replace(config, steps_per_dispatch=max(num_steps, 1))
-  state, _ = _state_and_step(config, np.asarray(dataset.preprocess(split.inputs[:1], None)),
+  state, _ = _state_and_step(config, pipeline.preprocess_for_eval(dataset, split.inputs[:1]),
                              dataset.model_kwargs(), mesh)
   feed = feeds.create(config, dataset, split, mesh)
   carry = [state, steps.zero_metrics(mesh)]

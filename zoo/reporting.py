@@ -1,5 +1,6 @@
 """What a run leaves for people: history.json, the seed's accuracy plot, TensorBoard events, eval.json."""
 import json
+import logging
 from pathlib import Path
 
 HISTORY_FILE = 'history.json'
@@ -44,7 +45,11 @@ class TensorBoard:
   def __init__(self, workdir, enabled: bool):
     self.writer = None
     if enabled:
-      from flax.metrics import tensorboard
+      try:
+        from flax.metrics import tensorboard  # writes through TensorFlow
+      except ImportError as e:
+        logging.getLogger('zoo').warning('No TensorBoard scalars (%s); history.json and the plot are written', e)
+        return
       self.writer = tensorboard.SummaryWriter(str(Path(workdir) / 'tensorboard'))
 
   def scalars(self, step: int, values: dict) -> None:

@@ -6,14 +6,17 @@ noise)` (the same in jax.numpy, for splits held on the devices) and `noise_per_e
 numbers its augmentation draws per example; 0 for none) and `alternating_noise_columns` (those of
 them that are per-run coins inverted every other epoch: `pipeline.epoch_plan`).
 """
-from zoo.data.cifar import Cifar10
-from zoo.data.text import ImdbReviews
+import importlib
+
 from zoo.errors import ZooError
 
-DATASETS = {'cifar10': Cifar10, 'imdb_reviews': ImdbReviews}
+# name -> 'module:class', imported on use: IMDB's tokenizer needs TensorFlow, CIFAR-10 on the
+# device feed does not.
+DATASETS = {'cifar10': 'zoo.data.cifar:Cifar10', 'imdb_reviews': 'zoo.data.text:ImdbReviews'}
 
 
 def open_dataset(config, data_dir, workdir):
   if config.dataset not in DATASETS:
     raise ZooError(f'unknown dataset {config.dataset!r}; choose one of: {", ".join(sorted(DATASETS))}')
-  return DATASETS[config.dataset](config, data_dir, workdir)
+  module, name = DATASETS[config.dataset].split(':')
+  return getattr(importlib.import_module(module), name)(config, data_dir, workdir)

@@ -4,12 +4,13 @@ Both input pipelines are here: `preprocess` (TensorFlow, for tf.data on the host
 `preprocess_on_device` (jax.numpy, inside the jitted step); given the same noise they compute the
 same images (`tests/test_data.py`).
 """
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
-import tensorflow as tf
 from jax import lax
 
-from zoo.data import tfds_source
+from zoo.data import sources
 from zoo.data.pipeline import ArraySplit
 from zoo.training.config import Config
 
@@ -30,10 +31,11 @@ class Cifar10:
     return {'num_classes': 10}
 
   def load(self, split: str) -> ArraySplit:
-    arrays = tfds_source.load_split(self.name, split, self.data_dir)
+    arrays = sources.load_split(self.name, split, self.data_dir)
     return ArraySplit(inputs=arrays['image'], labels=arrays['label'].astype('int32'))
 
   def preprocess(self, images: tf.Tensor, noise: tf.Tensor | None) -> tf.Tensor:
+    import tensorflow as tf
     if noise is not None:
       images = random_crop_and_flip(images, noise, self.config.crop_padding)
     return tf.cast(images, tf.float32) / 255.0
@@ -46,6 +48,7 @@ class Cifar10:
 
 def random_crop_and_flip(images: tf.Tensor, noise: tf.Tensor, pad: int = PAD) -> tf.Tensor:
   """Per-example random 32x32 crop of the reflect-padded image and a coin-flip mirror, vectorised."""
+  import tensorflow as tf
   height, width = images.shape[1], images.shape[2]
   padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode='REFLECT')
   offsets = tf.cast(noise[:, :2] * (2 * pad + 1), tf.int32)

@@ -7,13 +7,14 @@ sees exactly the batches an uninterrupted run would have. Random augmentation dr
 here too, per global example, for the same reason.
 """
 import dataclasses
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
-import tensorflow as tf
 
-# (inputs batch, per-example uniform noise in [0, 1) or None at eval) -> model-ready inputs.
-Preprocess = Callable[[tf.Tensor, Optional[tf.Tensor]], tf.Tensor]
+# (inputs batch, per-example uniform noise in [0, 1) or None at eval) -> model-ready inputs, as
+# tf.Tensors. TensorFlow is imported where tf.data is built: a machine with JAX alone (a GPU box)
+# trains from exported splits on the device feed without it.
+Preprocess = Callable[[Any, Optional[Any]], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,13 @@ class ProcessSlice:
   def of(self, global_batch: int) -> slice:
     local = global_batch // self.count
     return slice(self.index * local, (self.index + 1) * local)
+
+
+def preprocess_for_eval(dataset, inputs: np.ndarray) -> np.ndarray:
+  """A few host inputs made model-ready (no augmentation), by the implementation that needs no
+  TensorFlow where the dataset has one: both compute the same values (`tests/test_data.py`)."""
+  on_device = getattr(dataset, 'preprocess_on_device', None)
+  return np.asarray(on_device(inputs, None) if on_device else dataset.preprocess(inputs, None))
 
 
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
@@ -68,6 +76,7 @@ def train_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: in
                   alternating_columns: tuple[int, ...] = (),
                   process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
   """This process's share of the epoch's global batches, from `start_step` on."""
+  import tensorflow as tf
   order, noise = epoch_plan(split.num_examples, global_batch, seed, epoch, noise_per_example,
                             alternating_columns)
   rows = process.of(global_batch)
@@ -95,6 +104,7 @@ def eval_plan(num_examples: int, global_batch: int) -> tuple[np.ndarray, np.ndar
 def eval_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: int,
                  process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
   """Every example exactly once: the last global batch is padded and its padding masked out."""
+  import tensorflow as tf
   indices, mask = eval_plan(split.num_examples, global_batch)
   rows = process.of(global_batch)
   indices, mask = indices[:, rows], mask[:, rows]

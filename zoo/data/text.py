@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from zoo.data import tfds_source
+from zoo.data import sources
 from zoo.data.pipeline import ArraySplit
 from zoo.errors import ZooError
 from zoo.training.config import Config
@@ -92,10 +92,10 @@ class ImdbReviews:
     return self._tokenizer
 
   def _texts(self, split: str) -> np.ndarray:
-    return tfds_source.load_split(self.name, split, self.data_dir)['text']
+    return sources.load_split(self.name, split, self.data_dir)['text']
 
   def load(self, split: str) -> ArraySplit:
-    arrays = tfds_source.load_split(self.name, split, self.data_dir)
+    arrays = sources.load_split(self.name, split, self.data_dir)
     return ArraySplit(inputs=tokenize(self.tokenizer(), arrays['text']), labels=arrays['label'].astype(np.int32))
 
   def encode(self, texts: list[str]) -> np.ndarray:

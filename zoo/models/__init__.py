@@ -3,6 +3,8 @@
 Every entry takes its output size as `num_classes` (plus whatever the dataset dictates, such as
 `vocab_size` for text) and follows one calling convention: `apply(variables, inputs, train=...)`.
 """
+import jax.numpy as jnp
+
 from zoo.models.airbench import AirbenchNet
 from zoo.models.cnn import ResNet, SimpleCNN
 from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
@@ -19,8 +21,17 @@ MODELS = {
 }
 
 
-def create_model(name: str, **dataset_kwargs):
-  """Builds registry entry `name`; unknown names raise ZooError (a ValueError) listing the known ones."""
+def create_model(name: str, compute_dtype: str = 'float32', **dataset_kwargs):
+  """Builds registry entry `name`; unknown names raise ZooError (a ValueError) listing the known ones.
+
+  `compute_dtype` other than float32 goes to models with a `dtype` field (activations, conv and
+  matmul inputs); their parameters stay float32."""
   if name not in MODELS:
     raise ZooError(f'unknown model {name!r}; choose one of: {", ".join(sorted(MODELS))}')
+  if compute_dtype != 'float32':
+    if 'dtype' not in MODELS[name].__dataclass_fields__:
+      with_dtype = sorted(n for n, m in MODELS.items() if 'dtype' in m.__dataclass_fields__)
+      raise ZooError(f'--compute_dtype={compute_dtype} is not implemented for {name}; drop the flag or use '
+                     f'one of: {", ".join(with_dtype)}')
+    dataset_kwargs['dtype'] = jnp.dtype(compute_dtype)
   return MODELS[name](**dataset_kwargs)

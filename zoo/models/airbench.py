@@ -16,7 +16,7 @@ recipe (batch 1024, Nesterov SGD on a triangular schedule, 64x learning rate for
 offsets, weight decay on every parameter, label smoothing 0.2, alternating flip + 2-pixel
 translation, lookahead averaging of the weights) are flags: `experiments/recipes/cifar_airbench.flags`.
 """
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -63,11 +63,14 @@ def normalize(images):
 
 class ConvGroup(nn.Module):
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.6, epsilon=1e-12, use_scale=False)
-    conv = lambda: Conv(self.features, (3, 3), padding='SAME', use_bias=False, kernel_init=dirac_init)
+    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.6, epsilon=1e-12, use_scale=False,
+                                dtype=self.dtype)
+    conv = lambda: Conv(self.features, (3, 3), padding='SAME', use_bias=False, kernel_init=dirac_init,
+                        dtype=self.dtype)
     x = nn.gelu(norm()(max_pool_2x2(conv()(x))), approximate=False)
     return nn.gelu(norm()(conv()(x)), approximate=False)
 
@@ -77,14 +80,17 @@ class AirbenchNet(nn.Module):
   widths: Sequence[int] = (64, 256, 256)
   output_scale: float = 1 / 9
   tta_level: int = 2  # test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel translations
+  # bfloat16 (`--compute_dtype`) as airbench94 runs in float16: activations and conv inputs; the
+  # parameters, BatchNorm statistics and logits stay float32.
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     whiten = Conv(2 * WHITEN_SIZE ** 2 * images.shape[-1], (WHITEN_SIZE, WHITEN_SIZE), padding='VALID',
-                  name='whiten')
-    convs = [ConvGroup(width) for width in self.widths]
+                  name='whiten', dtype=self.dtype)
+    convs = [ConvGroup(width, self.dtype) for width in self.widths]
     # torch.nn.Linear's default init (uniform, bound 1/sqrt(fan_in)), as airbench94 has it.
-    head = nn.Dense(self.num_classes, use_bias=False,
+    head = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype,
                     kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'))
 
     def logits(x):
@@ -92,7 +98,7 @@ class AirbenchNet(nn.Module):
       for group in convs:
         x = group(x, train)
       x = jnp.max(x, axis=(1, 2))  # the final 3x3 max-pool over what is left
-      return head(x) * self.output_scale
+      return head(x).astype(jnp.float32) * self.output_scale
 
     if train or self.tta_level == 0:
       return logits(images)

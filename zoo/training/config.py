@@ -40,6 +40,7 @@ class Config:
   lookahead_start_epoch: int = 3
   lookahead_every_steps: int = 5
   lookahead_decay: float = 0.95
+  compute_dtype: str = 'float32'  # float32 | bfloat16: activations and conv/matmul inputs (parameters stay float32)
   seed: int = 0
   train_split: str = 'train'
   eval_split: str = 'test'
@@ -79,6 +80,8 @@ class Config:
       raise ZooError('--lookahead needs --lookahead_every_steps >= 1 and 0 <= --lookahead_decay <= 1')
     if self.eval_every_epochs < 1:
       raise ZooError(f'--eval_every_epochs={self.eval_every_epochs} must be >= 1')
+    if self.compute_dtype not in ('float32', 'bfloat16'):
+      raise ZooError(f'--compute_dtype={self.compute_dtype!r}: choose float32 or bfloat16')
     if self.steps_per_dispatch < 1:
       raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} must be >= 1')
     if self.checkpoint_every_steps < 0:

@@ -72,13 +72,13 @@ def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, i
   Models with a data-dependent initialisation (`init_from_data`, e.g. airbench's whitening layer)
   get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it.
   """
-  model = create_model(config.model, **dataset.model_kwargs())
+  model = create_model(config.model, config.compute_dtype, **dataset.model_kwargs())
   tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()),
                         frozen_after_epochs=getattr(model, 'frozen_after_epochs', ()))
-  sample = np.asarray(dataset.preprocess(sample_inputs, None))
+  sample = pipeline.preprocess_for_eval(dataset, sample_inputs)
   state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh, config.lookahead)
   if init_inputs is not None and hasattr(model, 'init_from_data'):
-    params = model.init_from_data(jax.device_get(state.params), np.asarray(dataset.preprocess(init_inputs, None)))
+    params = model.init_from_data(jax.device_get(state.params), pipeline.preprocess_for_eval(dataset, init_inputs))
     replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), tree)
     state = state.replace(params=replicate(params), opt_state=replicate(tx.init(params)))
     if state.lookahead is not None:

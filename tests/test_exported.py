@@ -1,0 +1,80 @@
+"""Exported splits: exact round trips, and CIFAR-10 training where TensorFlow cannot be imported."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, last_json_line
+from test_errors import assert_one_line_error
+from zoo.data import exported, sources
+from zoo.errors import ZooError
+
+
+def cifar_like(n: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  smooth = rng.integers(0, 256, (n, 8, 8, 3)).repeat(4, axis=1).repeat(4, axis=2)  # JPEG-friendly
+  noise = rng.integers(-3, 4, smooth.shape)
+  return {'image': np.clip(smooth + noise, 0, 255).astype(np.uint8), 'label': rng.integers(0, 10, n),
+          'id': np.array([f'train_{i:05d}'.encode() for i in range(n)], dtype=object)}
+
+
+@pytest.mark.parametrize('jpeg_quality', [0, 75])
+def test_round_trip_is_exact(tmp_path, jpeg_quality):
+  arrays = cifar_like(20)
+  path = exported.save(tmp_path / 'x.npz', arrays, {'split': 'train'}, jpeg_quality=jpeg_quality)
+  loaded = exported.load(path)
+  assert sorted(loaded) == sorted(arrays)
+  np.testing.assert_array_equal(loaded['image'], arrays['image'])
+  np.testing.assert_array_equal(loaded['label'], arrays['label'])
+  assert list(loaded['id']) == list(arrays['id'])
+  assert ('image.jpeg' in np.load(path).files) == bool(jpeg_quality)
+
+
+def test_a_changed_decoder_is_caught(tmp_path, monkeypatch):
+  path = exported.save(tmp_path / 'x.npz', cifar_like(4), {'split': 'train'}, jpeg_quality=75)
+  decode = exported._decode
+  monkeypatch.setattr(exported, '_decode', lambda blobs: np.minimum(decode(blobs), 254))
+  with pytest.raises(ZooError, match='decodes JPEG differently'):
+    exported.load(path)
+
+
+def test_sources_read_the_exported_split_and_refuse_a_colliding_one(tmp_path):
+  arrays = cifar_like(6)
+  exported.save(exported.split_path(tmp_path, 'cifar10', 'train[:6]'), arrays, {'split': 'train[:6]'})
+  np.testing.assert_array_equal(sources.load_split('cifar10', 'train[:6]', str(tmp_path))['image'], arrays['image'])
+  with pytest.raises(ZooError, match="holds split 'train\\[:6\\]', not 'train_:6_'"):
+    sources.load_split('cifar10', 'train_:6_', str(tmp_path))
+
+
+def run_without_tensorflow(tmp_path, module: str, *flags: str) -> subprocess.CompletedProcess:
+  """`python -m module flags` in a Python where `import tensorflow` fails, as on a JAX-only machine."""
+  blocker = tmp_path / 'site'
+  blocker.mkdir(exist_ok=True)
+  (blocker / 'sitecustomize.py').write_text(
+      "import sys\nsys.modules['tensorflow'] = None\nsys.modules['tensorflow_datasets'] = None\n")
+  env = dict(os.environ, PYTHONPATH=str(blocker), JAX_PLATFORMS='cpu', JAX_NUM_CPU_DEVICES='2')
+  env.pop('XLA_FLAGS', None)
+  return subprocess.run([sys.executable, '-m', module, *flags], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_cifar_trains_and_evaluates_without_tensorflow(tmp_path):
+  data_dir = tmp_path / 'data'
+  for split, seed in (('train[:64]', 0), ('train[64:96]', 1)):
+    exported.save(exported.split_path(data_dir, 'cifar10', split), cifar_like(64 if seed == 0 else 32, seed),
+                  {'split': split}, jpeg_quality=75)
+  common = (f'--data_dir={data_dir}', f'--workdir={tmp_path / "w"}', '--eval_split=train[64:96]',
+            '--compilation_cache=')
+  trained = run_without_tensorflow(tmp_path, 'experiments.cifar', *common, '--train_split=train[:64]',
+                                   '--epochs=1', '--batch_size=16', '--eval_batch_size=16', '--augment')
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  assert last_json_line(trained.stdout)['epochs'] == 1
+  evaluated = run_without_tensorflow(tmp_path, 'experiments.cifar', *common, '--mode=eval')
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert last_json_line(evaluated.stdout)['num_examples'] == 32
+  missing = run_without_tensorflow(tmp_path, 'experiments.cifar', *common[:2], '--eval_split=test',
+                                   '--mode=eval')
+  assert_one_line_error(missing, "split 'test' of cifar10 is not exported")
+  assert 'have: train[64:96], train[:64]' in missing.stderr
