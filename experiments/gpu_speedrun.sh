@@ -64,7 +64,7 @@ recipe() {  # label, extra flags...
   local label=$1; shift
   local start end
   start=$(date +%s.%N)
-  timeout 300 "$PYTHON" -m experiments.cifar --flagfile=experiments/recipes/cifar_airbench.flags \
+  timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m experiments.cifar --flagfile=experiments/recipes/cifar_airbench.flags \
     --accelerator=gpu --data_dir="$DATA_DIR" "${SPLIT_FLAGS[@]}" --workdir="$WORKDIR/$label" \
     --log_every_steps=1000 "$@" 2>&1 | grep -v '^[IW]0000 '
   end=$(date +%s.%N)
@@ -75,7 +75,7 @@ recipe cold --eval_every_epochs=1
 recipe warm --eval_every_epochs=1 --seed=1
 recipe bf16_cold --eval_every_epochs=1 --compute_dtype=bfloat16
 recipe bf16_warm --eval_every_epochs=1 --compute_dtype=bfloat16 --seed=1
-timeout 300 "$PYTHON" -m experiments.benchmark --data_dir="$DATA_DIR" --models=simple_cnn,airbench,resnet20 \
+timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m experiments.benchmark --data_dir="$DATA_DIR" --models=simple_cnn,airbench,resnet20 \
   --keras=false --pipelines="$PIPELINES" --pipeline_split="${SPLIT_FLAGS[0]#--train_split=}"
 if [ "${ABLATIONS:-0}" = 1 ]; then
   recipe no_lookahead --eval_every_epochs=10 --nolookahead
