@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # One prepared GPU run (issue #4, item 5): the airbench recipe end to end twice in float32 and twice
 # in bfloat16 (each second run, seed 1, loads its programs from the compilation cache: its epoch
-# times are compile-free), the time to 94% from each history, the benchmark, and, with ABLATIONS=1,
-# the recipe without each of three tricks.
+# times are compile-free), the time to 94% from each history, the benchmark, and (PARTS=ablations)
+# the recipe without each of three tricks, and in bfloat16, over SEEDS.
 # Installs nothing. Needs a Python with JAX (GPU), Flax, Optax, Orbax, absl and Pillow, and a data
 # dir holding cifar10: TFDS-prepared (needs TensorFlow too) or exported by experiments.export_splits
 # (NumPy only), e.g. for a machine without TensorFlow:
 #
 #   python -m experiments.export_splits --data_dir=../shared/tfds --jpeg_quality=75 \
 #       --splits='train[:45000],train[45000:]' --out_dir=.gpu_data     # 23 MB, lossless
-#   DATA_DIR=.gpu_data [SPLITS=validation|test] [ABLATIONS=1] bash experiments/gpu_speedrun.sh
+#   DATA_DIR=.gpu_data [SPLITS=validation|test] [PARTS='timing benchmark ablations'] [SEEDS='0 1 2'] \
+#       bash experiments/gpu_speedrun.sh
 #
 # SPLITS=validation (the default) trains on train[:45000] and evaluates on train[45000:];
 # SPLITS=test trains on train and evaluates on test, the airbench94 protocol.
@@ -71,14 +72,42 @@ recipe() {  # label, extra flags...
   [ -f "$WORKDIR/$label/history.json" ] && summarise "$WORKDIR/$label" "$start" "$end" "$label"
 }
 
-recipe cold --eval_every_epochs=1
-recipe warm --eval_every_epochs=1 --seed=1
-recipe bf16_cold --eval_every_epochs=1 --compute_dtype=bfloat16
-recipe bf16_warm --eval_every_epochs=1 --compute_dtype=bfloat16 --seed=1
-timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m experiments.benchmark --data_dir="$DATA_DIR" --models=simple_cnn,airbench,resnet20 \
-  --keras=false --pipelines="$PIPELINES" --pipeline_split="${SPLIT_FLAGS[0]#--train_split=}"
-if [ "${ABLATIONS:-0}" = 1 ]; then
-  recipe no_lookahead --eval_every_epochs=10 --nolookahead
-  recipe no_alternating_flip --eval_every_epochs=10 --noalternating_flip
-  recipe no_label_smoothing --eval_every_epochs=10 --label_smoothing=0
+PARTS=${PARTS:-timing benchmark}
+if [[ " $PARTS " == *" timing "* ]]; then
+  recipe cold --eval_every_epochs=1
+  recipe warm --eval_every_epochs=1 --seed=1
+  recipe bf16_cold --eval_every_epochs=1 --compute_dtype=bfloat16
+  recipe bf16_warm --eval_every_epochs=1 --compute_dtype=bfloat16 --seed=1
+fi
+if [[ " $PARTS " == *" benchmark "* ]]; then
+  timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m experiments.benchmark --data_dir="$DATA_DIR" \
+    --models=simple_cnn,airbench,resnet20 --keras=false --pipelines="$PIPELINES" \
+    --pipeline_split="${SPLIT_FLAGS[0]#--train_split=}"
+fi
+if [[ " $PARTS " == *" ablations "* ]]; then
+  # The recipe without one trick at a time, over SEEDS; one seed's variants run side by side on the
+  # GPU (accuracy only: their times are not comparable), then a mean +- sd table.
+  declare -A VARIANTS=([full]='' [no_lookahead]='--nolookahead' [no_alternating_flip]='--noalternating_flip'
+                       [no_label_smoothing]='--label_smoothing=0' [bf16]='--compute_dtype=bfloat16')
+  mkdir -p "$WORKDIR"
+  for seed in ${SEEDS:-0 1 2}; do
+    for name in "${!VARIANTS[@]}"; do
+      (export XLA_PYTHON_CLIENT_MEM_FRACTION=0.15  # five processes share the GPU's memory
+       recipe "${name}_seed$seed" --eval_every_epochs=10 --seed="$seed" ${VARIANTS[$name]} \
+         > "$WORKDIR/${name}_seed$seed.log" 2>&1) &
+    done
+    wait
+  done
+  "$PYTHON" - "$WORKDIR" <<'PY'
+import collections, glob, json, os, statistics, sys
+runs = collections.defaultdict(list)
+for path in sorted(glob.glob(f'{sys.argv[1]}/*_seed*/history.json')):
+  name = os.path.basename(os.path.dirname(path)).rsplit('_seed', 1)[0]
+  runs[name].append(json.load(open(path))[-1]['eval_accuracy'])
+print('| variant | seeds | mean accuracy | sd | each |')
+print('| --- | --- | --- | --- | --- |')
+for name, accs in sorted(runs.items()):
+  sd = statistics.stdev(accs) if len(accs) > 1 else float('nan')
+  print(f'| {name} | {len(accs)} | {statistics.mean(accs):.2%} | {sd:.2%} | {" ".join(f"{a:.2%}" for a in accs)} |')
+PY
 fi

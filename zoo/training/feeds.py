@@ -52,8 +52,8 @@ class HostFeed:
     for _ in range(num_steps):
       batch = steps.to_global_batch(next(self._batches), self.mesh)
       if self._compiled is None:  # compiled ahead of time once, so that XLA's FLOP count comes free
-        self._compiled = self._step.lower(state, metrics, batch, rng).compile()
-        self.flops_per_step = steps.flops_per_step(self._compiled)
+        lowered = self._step.lower(state, metrics, batch, rng)
+        self._compiled, self.flops_per_step = lowered.compile(), steps.flops_per_step(lowered)
       state, metrics = self._compiled(state, metrics, batch, rng)
     return state, metrics
 
@@ -86,9 +86,9 @@ class DeviceFeed:
     args = (state, metrics, self._inputs, self._labels, *self._plan, np.int32(self._next),
             np.int32(num_steps), rng)
     if self._compiled is None:
-      self._compiled = self._loop.lower(*args).compile()
+      lowered = self._loop.lower(*args)
       # XLA counts a loop's body once: the loop's count is one step's (plus the batch gather).
-      self.flops_per_step = steps.flops_per_step(self._compiled)
+      self._compiled, self.flops_per_step = lowered.compile(), steps.flops_per_step(lowered)
     self._next += num_steps
     return self._compiled(*args)
 
