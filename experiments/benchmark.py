@@ -98,9 +98,10 @@ def main(argv):
                           for kind in ('device', 'tf_data'))
     keras = (f"{r['speedup_over_keras']:.2f}x ({r['keras_examples_per_second']:.0f}/s)"
              if 'speedup_over_keras' in r else '–')
+    flops = (f"{r['flops_per_step'] / 1e6:.0f} | {r['gflops_per_second']:.1f} | {r['fraction_of_peak']:.1%}"
+             if r['flops_per_step'] else '– | – | –')  # no cost analysis on this backend
     print(f"| {r['model']} | {r['batch_size']} | {r['compile_seconds']:.1f} | {r['step_seconds'] * 1e3:.1f} | "
-          f"{r['examples_per_second']:.0f} | {r['flops_per_step'] / 1e6:.0f} | {r['gflops_per_second']:.1f} | "
-          f"{r['fraction_of_peak']:.1%} | {overhead} | {keras} |")
+          f"{r['examples_per_second']:.0f} | {flops} | {overhead} | {keras} |")
 
 
 if __name__ == '__main__':

@@ -56,7 +56,7 @@ for entry in history:
   if reached is None and entry.get('eval_accuracy', 0) >= 0.94:
     reached = {'epoch': entry['epoch'], 'seconds_to_94': round(elapsed, 2)}
 print(json.dumps({'summary': label, 'final_eval_accuracy': history[-1]['eval_accuracy'],
-                  'train_pflop': history[-1]['train_pflop'], 'epoch_seconds_total': round(elapsed, 2),
+                  'train_pflop': history[-1].get('train_pflop'), 'epoch_seconds_total': round(elapsed, 2),
                   'process_seconds': round(end - start, 1), 'reached_94': reached}))
 PY
 }

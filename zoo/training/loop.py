@@ -149,7 +149,10 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
       state, metrics = feed.run(state, metrics, rng, stop - step)
       if not flops_logged:
         flops_logged = True
-        log.info('train step: %.1f MFLOP per step (XLA cost analysis)', feed.flops_per_step / 1e6)
+        if feed.flops_per_step:
+          log.info('train step: %.1f MFLOP per step (XLA cost analysis)', feed.flops_per_step / 1e6)
+        else:  # GPU plugins: seen on an H200 with JAX 0.11.2; the same step's count on CPU holds
+          log.info('train step: XLA gives no FLOP count on %s; FLOP figures are left out', jax.default_backend())
       step = stop
       if preemption.requested and step % steps_per_epoch:  # at an epoch's end: finish the epoch first
         _check_finite(_summarise(metrics), step, manager, state)
@@ -180,10 +183,12 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
                    eval_examples=evaluation['num_examples'])
     entry.update({
              'seconds': round(time.perf_counter() - epoch_start, 3),
-             'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1),
-             'flops_per_step': feed.flops_per_step,
-             'train_gflops_per_second': round(feed.flops_per_step * (steps_per_epoch - first_step) / train_seconds / 1e9, 2),
-             'train_pflop': feed.flops_per_step * step / 1e15})  # training compute so far (XLA's count)
+             'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1)})
+    if feed.flops_per_step:
+      entry.update({
+          'flops_per_step': feed.flops_per_step,
+          'train_gflops_per_second': round(feed.flops_per_step * (steps_per_epoch - first_step) / train_seconds / 1e9, 2),
+          'train_pflop': feed.flops_per_step * step / 1e15})  # training compute so far (XLA's count)
     history.append(entry)
     log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
     if _is_chief():

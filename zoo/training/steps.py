@@ -98,7 +98,8 @@ def flops_per_step(lowered) -> float:
 
   The lowered program, not the compiled one: on GPUs XLA compiles convolutions into cuDNN custom
   calls, which the compiled program's analysis counts as 0 FLOPs (measured on an H200: 10 GFLOP
-  for airbench's 735 GFLOP step). On CPU the two analyses agree."""
+  for airbench's 735 GFLOP step). On CPU the two analyses agree. 0.0 means unknown: JAX 0.11.2's
+  CUDA plugin gives no analysis of the lowered program either (seen on the same H200)."""
   analysis = lowered.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   flops = float((analysis or {}).get('flops', 0.0))
