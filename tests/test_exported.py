@@ -78,3 +78,24 @@ def test_cifar_trains_and_evaluates_without_tensorflow(tmp_path):
                                    '--mode=eval')
   assert_one_line_error(missing, "split 'test' of cifar10 is not exported")
   assert 'have: train[64:96], train[:64]' in missing.stderr
+
+
+def test_split_cache_serves_the_second_read_and_notices_a_reprepared_dataset(tmp_path, monkeypatch):
+  prepared = tmp_path / 'tfds' / 'cifar10' / '3.0.2'
+  prepared.mkdir(parents=True)
+  (prepared / 'cifar10-train.tfrecord-00000-of-00001').write_bytes(b'v1')
+  reads = []
+  monkeypatch.setattr(sources, '_load_from_tfds', lambda *args: reads.append(args) or cifar_like(5, len(reads)))
+  load = lambda: sources.load_split('cifar10', 'train[:5]', str(tmp_path / 'tfds'), str(tmp_path / 'cache'))
+  first, second = load(), load()
+  assert len(reads) == 1
+  np.testing.assert_array_equal(first['image'], second['image'])
+  (prepared / 'cifar10-train.tfrecord-00000-of-00001').write_bytes(b'v2, re-prepared')
+  assert not np.array_equal(load()['image'], first['image']) and len(reads) == 2
+  assert sources.load_split('cifar10', 'train[:5]', str(tmp_path / 'tfds'), '') is not None and len(reads) == 3
+
+
+def test_split_cache_skips_data_without_prepared_files(tmp_path, monkeypatch):
+  monkeypatch.setattr(sources, '_load_from_tfds', lambda *args: cifar_like(3))
+  sources.load_split('cifar10', 'train', str(tmp_path / 'empty'), str(tmp_path / 'cache'))  # e.g. mock data
+  assert not (tmp_path / 'cache').exists()

@@ -31,7 +31,7 @@ class Cifar10:
     return {'num_classes': 10}
 
   def load(self, split: str) -> ArraySplit:
-    arrays = sources.load_split(self.name, split, self.data_dir)
+    arrays = sources.load_split(self.name, split, self.data_dir, self.config.split_cache)
     return ArraySplit(inputs=arrays['image'], labels=arrays['label'].astype('int32'))
 
   def preprocess(self, images: tf.Tensor, noise: tf.Tensor | None) -> tf.Tensor:

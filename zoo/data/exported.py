@@ -10,6 +10,7 @@ setting 50,000 images take 24 MB instead of 120 MB. A SHA-256 of the images chec
 import hashlib
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -25,8 +26,9 @@ def split_path(data_dir, name: str, split: str) -> Path:
   return Path(data_dir) / name / FOLDER / (re.sub(r'[^A-Za-z0-9_.-]', '_', split) + '.npz')
 
 
-def save(path, arrays: dict[str, np.ndarray], meta: dict, jpeg_quality: int = 0) -> Path:
-  """Writes every feature of a split; with `jpeg_quality`, uint8 images as JPEG (4:2:0 chroma)."""
+def save(path, arrays: dict[str, np.ndarray], meta: dict, jpeg_quality: int = 0, compress: bool = True) -> Path:
+  """Writes every feature of a split; with `jpeg_quality`, uint8 images as JPEG (4:2:0 chroma) plus
+  the residual. `compress=False` trades disk for load time (a cache)."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   stored = {}
@@ -45,8 +47,8 @@ def save(path, arrays: dict[str, np.ndarray], meta: dict, jpeg_quality: int = 0)
     from PIL import __version__ as pillow
     meta = {**meta, 'pillow': pillow}
   stored['meta'] = np.array(json.dumps(meta))
-  tmp = path.with_name(path.name + '.tmp.npz')
-  np.savez_compressed(tmp, **stored)
+  tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp.npz')  # processes of one run may write at once
+  (np.savez_compressed if compress else np.savez)(tmp, **stored)
   tmp.replace(path)  # a reader never sees half a file
   return path
 

@@ -92,10 +92,10 @@ class ImdbReviews:
     return self._tokenizer
 
   def _texts(self, split: str) -> np.ndarray:
-    return sources.load_split(self.name, split, self.data_dir)['text']
+    return sources.load_split(self.name, split, self.data_dir, self.config.split_cache)['text']
 
   def load(self, split: str) -> ArraySplit:
-    arrays = sources.load_split(self.name, split, self.data_dir)
+    arrays = sources.load_split(self.name, split, self.data_dir, self.config.split_cache)
     return ArraySplit(inputs=tokenize(self.tokenizer(), arrays['text']), labels=arrays['label'].astype(np.int32))
 
   def encode(self, texts: list[str]) -> np.ndarray:

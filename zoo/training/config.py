@@ -55,9 +55,11 @@ class Config:
   # jitted step, 'tf_data' streams batches from the host, 'auto' picks 'device' when it fits.
   input_pipeline: str = 'auto'
   steps_per_dispatch: int = 50     # 'device' only: train steps run by one jitted call
+  split_cache: str = '~/.cache/zoo/splits'  # decoded TFDS splits kept as .npz ('' off): zoo/data/sources.py
+  tensorboard: bool = True         # TensorBoard scalars (imports TensorFlow); history.json is always written
 
   # Fields that only change how fast a run goes, never its results.
-  RUNTIME_FIELDS = ('input_pipeline', 'steps_per_dispatch', 'eval_every_epochs')
+  RUNTIME_FIELDS = ('input_pipeline', 'steps_per_dispatch', 'eval_every_epochs', 'split_cache', 'tensorboard')
 
   def validate(self, device_count: int) -> None:
     """Raises ZooError naming the first field a run cannot use, and how to fix it."""

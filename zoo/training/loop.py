@@ -130,7 +130,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   rng = jax.random.key(config.seed)
   feed = feeds.create(config, dataset, train_split, mesh)
   evaluate_split = feeds.create_eval(config, dataset, eval_split, mesh)
-  tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief())
+  tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief() and config.tensorboard)
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
            'input pipeline: %s', config.model, config.dataset, config.epochs, steps_per_epoch,
            config.batch_size, jax.device_count(), jax.process_count(), type(feed).__name__)
