@@ -2,11 +2,12 @@
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, last_json_line
+from conftest import ROOT, last_json_line, real_data_dir
 from test_errors import assert_one_line_error
 from zoo.data import exported, sources
 from zoo.errors import ZooError
@@ -86,6 +87,7 @@ def test_split_cache_serves_the_second_read_and_notices_a_reprepared_dataset(tmp
   (prepared / 'cifar10-train.tfrecord-00000-of-00001').write_bytes(b'v1')
   reads = []
   monkeypatch.setattr(sources, '_load_from_tfds', lambda *args: reads.append(args) or cifar_like(5, len(reads)))
+  monkeypatch.setattr(sources, '_is_the_prepared_split', lambda arrays, *args: True)
   load = lambda: sources.load_split('cifar10', 'train[:5]', str(tmp_path / 'tfds'), str(tmp_path / 'cache'))
   first, second = load(), load()
   assert len(reads) == 1
@@ -99,3 +101,16 @@ def test_split_cache_skips_data_without_prepared_files(tmp_path, monkeypatch):
   monkeypatch.setattr(sources, '_load_from_tfds', lambda *args: cifar_like(3))
   sources.load_split('cifar10', 'train', str(tmp_path / 'empty'), str(tmp_path / 'cache'))  # e.g. mock data
   assert not (tmp_path / 'cache').exists()
+
+
+def test_mock_data_is_never_cached_even_beside_a_prepared_dataset(tmp_path):
+  """tfds.testing.mock_data serves random examples whatever the data dir holds (CI sets
+  TFDS_DATA_DIR to a real one): caching them would feed later runs fake data."""
+  data_dir = real_data_dir('cifar10')
+  import tensorflow_datasets as tfds
+  from zoo.data import tfds_source
+  with mock.patch.object(tfds_source, '_online', lambda: True), tfds.testing.mock_data(num_examples=12):
+    sources.load_split('cifar10', 'train[:8]', data_dir, str(tmp_path / 'cache'))
+  assert not list((tmp_path / 'cache').rglob('*.npz'))
+  real = sources.load_split('cifar10', 'train[:8]', data_dir, str(tmp_path / 'cache'))
+  assert len(real['label']) == 8 and len(list((tmp_path / 'cache').rglob('*.npz'))) == 1

@@ -4,8 +4,9 @@ through a cache of decoded splits.
 Why the cache: TFDS decodes CIFAR-10's PNGs on every read (4-5 s for 30,000 images on the 2-core
 CPU) and needs TensorFlow imported (5-8 s); the decoded arrays, once written to `cache_dir`,
 load in well under a second with NumPy alone. The cache key covers the dataset's prepared files
-(paths, sizes, modification times) and the split, so a re-prepared dataset is read afresh; mock
-or missing data (no prepared files) is never cached.
+(paths, sizes, modification times) and the split, so a re-prepared dataset is read afresh; only
+a split whose example count matches the prepared metadata is written, so `tfds.testing.mock_data`
+(which serves random examples from any directory) is never cached.
 """
 import hashlib
 import json
@@ -35,7 +36,7 @@ def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '')
     except (OSError, ValueError, KeyError, ZooError) as e:  # a damaged entry is re-read from TFDS
       log.warning('Ignoring the unreadable cached split %s (%s)', cached, e)
   arrays = _load_from_tfds(name, split, data_dir)
-  if cached is not None:
+  if cached is not None and _is_the_prepared_split(arrays, name, split, data_dir):
     try:
       exported.save(cached, arrays, {'dataset': name, 'split': split, 'source': str(_tfds_dir(data_dir))},
                     compress=False)
@@ -55,6 +56,12 @@ def _load_from_tfds(name: str, split: str, data_dir: str | None) -> dict[str, np
                    f'(python -m experiments.export_splits --dataset={name} --splits="{split}") '
                    'or install tensorflow and tensorflow-datasets') from e
   return tfds_source.load_split(name, split, data_dir)
+
+
+def _is_the_prepared_split(arrays: dict, name: str, split: str, data_dir: str | None) -> bool:
+  """Whether what TFDS returned has the prepared split's example count (mock data does not)."""
+  from zoo.data import tfds_source
+  return len(next(iter(arrays.values()))) == tfds_source.prepared_examples(name, split, data_dir)
 
 
 def _tfds_dir(data_dir: str | None) -> Path:

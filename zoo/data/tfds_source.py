@@ -65,3 +65,12 @@ def load_split(name: str, split: str, data_dir: str | None) -> dict[str, np.ndar
   if not chunks:
     raise ZooError(f'split {split!r} of {name} is empty; pass a split with examples in it')
   return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+
+
+def prepared_examples(name: str, split: str, data_dir: str | None) -> int | None:
+  """The example count the prepared dataset's own metadata gives for `split`; None if it gives none
+  (not prepared, or `tfds.testing.mock_data`, whose examples must never be taken for real ones)."""
+  try:
+    return tfds.builder(name, data_dir=data_dir).info.splits[split].num_examples
+  except Exception:  # Not prepared, unknown split, mocked: no count is the safe answer.
+    return None
