@@ -10,10 +10,11 @@ import tensorflow_datasets as tfds
 from absl import app
 
 from experiments import launch
-from zoo.data import tfds_source
+from zoo.data import sources, tfds_source
 
 if __name__ == '__main__':
   importlib.import_module(f'experiments.{sys.argv.pop(1)}')  # defines the experiment's flags
   tfds_source._online = lambda: True  # mock_data replaces the download itself; no network is used
+  sources._cache_path = lambda *args: None  # mock examples are neither cached nor served from the cache
   with tfds.testing.mock_data(num_examples=int(os.environ.get('MOCK_EXAMPLES', '96'))):
     app.run(launch.run)

@@ -100,6 +100,7 @@ def test_split_cache_serves_the_second_read_and_notices_a_reprepared_dataset(tmp
 def test_split_cache_skips_data_without_prepared_files(tmp_path, monkeypatch):
   monkeypatch.setattr(sources, '_load_from_tfds', lambda *args: cifar_like(3))
   sources.load_split('cifar10', 'train', str(tmp_path / 'empty'), str(tmp_path / 'cache'))  # e.g. mock data
+  sources.load_split('cifar10', 'train', None, str(tmp_path / 'cache'))  # $TFDS_DATA_DIR: mock_data's way in
   assert not (tmp_path / 'cache').exists()
 
 

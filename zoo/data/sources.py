@@ -4,9 +4,10 @@ through a cache of decoded splits.
 Why the cache: TFDS decodes CIFAR-10's PNGs on every read (4-5 s for 30,000 images on the 2-core
 CPU) and needs TensorFlow imported (5-8 s); the decoded arrays, once written to `cache_dir`,
 load in well under a second with NumPy alone. The cache key covers the dataset's prepared files
-(paths, sizes, modification times) and the split, so a re-prepared dataset is read afresh; only
-a split whose example count matches the prepared metadata is written, so `tfds.testing.mock_data`
-(which serves random examples from any directory) is never cached.
+(paths, sizes, modification times) and the split, so a re-prepared dataset is read afresh. It is
+used only with an explicit `--data_dir`, and only a split whose example count matches the prepared
+metadata is written: `tfds.testing.mock_data` serves random examples whatever the directory, and
+they must neither be cached nor be answered with cached real ones.
 """
 import hashlib
 import json
@@ -68,9 +69,12 @@ def _tfds_dir(data_dir: str | None) -> Path:
   return Path(data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets').expanduser().resolve()
 
 
+
 def _cache_path(cache_dir: str, name: str, split: str, data_dir: str | None) -> Path | None:
-  """<cache_dir>/<name>/<key>.npz, or None when caching is off or there are no prepared files."""
-  if not cache_dir:
+  """<cache_dir>/<name>/<key>.npz, or None when caching is off, `data_dir` is not given (so that
+  `tfds.testing.mock_data`, which ignores the directory, is never answered from the cache) or it
+  holds no prepared files."""
+  if not cache_dir or not data_dir:
     return None
   root = _tfds_dir(data_dir) / name
   files = sorted((str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns)
