@@ -12,7 +12,6 @@ they must neither be cached nor be answered with cached real ones.
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '')
   arrays = _load_from_tfds(name, split, data_dir)
   if cached is not None and _is_the_prepared_split(arrays, name, split, data_dir):
     try:
-      exported.save(cached, arrays, {'dataset': name, 'split': split, 'source': str(_tfds_dir(data_dir))},
+      exported.save(cached, arrays, {'dataset': name, 'split': split, 'source': str(data_dir)},
                     compress=False)
     except OSError as e:  # a full or read-only disk costs speed, not the run
       log.warning('Could not cache split %s of %s in %s (%s)', split, name, cached.parent, e)
@@ -65,18 +64,13 @@ def _is_the_prepared_split(arrays: dict, name: str, split: str, data_dir: str | 
   return len(next(iter(arrays.values()))) == tfds_source.prepared_examples(name, split, data_dir)
 
 
-def _tfds_dir(data_dir: str | None) -> Path:
-  return Path(data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets').expanduser().resolve()
-
-
-
 def _cache_path(cache_dir: str, name: str, split: str, data_dir: str | None) -> Path | None:
   """<cache_dir>/<name>/<key>.npz, or None when caching is off, `data_dir` is not given (so that
   `tfds.testing.mock_data`, which ignores the directory, is never answered from the cache) or it
   holds no prepared files."""
   if not cache_dir or not data_dir:
     return None
-  root = _tfds_dir(data_dir) / name
+  root = Path(data_dir).expanduser().resolve() / name
   files = sorted((str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns)
                  for f in root.rglob('*') if f.is_file()) if root.is_dir() else []
   if not any('.tfrecord' in f[0] or '.array_record' in f[0] for f in files):
