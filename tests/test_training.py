@@ -49,7 +49,12 @@ def test_training_leaves_history_plot_tensorboard_config_and_checkpoints(trained
     assert entry['flops_per_step'] == pytest.approx(16 * 26.4e6, rel=0.05)  # XLA: 26.4 MFLOP/image
     assert entry['train_pflop'] == pytest.approx(entry['flops_per_step'] * entry['step'] / 1e15)
   assert (workdir / 'history.png').stat().st_size > 1000
-  assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  events = EventAccumulator(str(workdir / 'tensorboard'))
+  events.Reload()  # how TensorBoard reads them: every scalar of every epoch, at the epoch's step
+  scalars = events.Scalars('eval_accuracy')
+  assert [e.step for e in scalars] == [h['step'] for h in history]
+  assert [e.value for e in scalars] == pytest.approx([h['eval_accuracy'] for h in history])  # float32
   config = json.loads((workdir / 'config.json').read_text())
   assert config['model'] == 'simple_cnn' and config['batch_size'] == 16 and config['epochs'] == 2
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())

@@ -2,12 +2,20 @@
 
 The zoo's datasets are small (CIFAR-10 train is 150 MB of uint8, IMDB 33 MB of text), so each
 split is read once and held in memory; the per-epoch pipeline then only gathers and preprocesses.
+
+Prepared TFRecord files are read without TensorFlow: TFDS gives the split's files and record
+ranges (`file_instructions`, its slicing) and decodes examples with NumPy (`ExampleParserNp`, each
+feature's `decode_example_np`, PIL for images), so only the TFRecord framing is read here. Measured
+on the 2-core CPU, train[:25000] + train[45000:] of CIFAR-10: 4.3 s of `import tensorflow` and
+7 s of tf.data decoding -> 5 s in all. Anything else (other file formats, `tfds.testing.mock_data`,
+which serves examples through `as_dataset`) goes through tf.data as before.
 """
+import mmap
 import os
 import socket
+import struct
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from zoo.errors import ZooError
@@ -17,6 +25,7 @@ DOWNLOAD_HOST = 'storage.googleapis.com'  # TFDS fetches prepared datasets from 
 
 def hide_accelerators_from_tensorflow() -> None:
   """TensorFlow only feeds data: it must not grab the GPU/TPU memory JAX needs."""
+  import tensorflow as tf
   try:
     tf.config.set_visible_devices([], 'GPU')
     tf.config.set_visible_devices([], 'TPU')
@@ -26,12 +35,12 @@ def hide_accelerators_from_tensorflow() -> None:
 
 def open_builder(name: str, data_dir: str | None):
   """A prepared TFDS builder; downloads when online, says what to pass when that fails."""
-  hide_accelerators_from_tensorflow()
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():
     try:
       if not _online():
         raise ConnectionError('no network: download hosts do not resolve')
+      hide_accelerators_from_tensorflow()
       builder.download_and_prepare()
     except Exception as e:  # Offline, proxy, disk: every cause gets the same fix.
       where = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
@@ -54,6 +63,10 @@ def _online() -> bool:
 def load_split(name: str, split: str, data_dir: str | None) -> dict[str, np.ndarray]:
   """Every feature of `split` (TFDS slicing syntax) as one numpy array per key, in stored order."""
   builder = open_builder(name, data_dir)
+  files = _tfrecord_files(builder, split)
+  if files is not None:
+    return _read_tfrecords(builder, files, split)
+  hide_accelerators_from_tensorflow()
   try:
     dataset = builder.as_dataset(split=split, shuffle_files=False)
   except (KeyError, ValueError, AssertionError) as e:
@@ -65,6 +78,67 @@ def load_split(name: str, split: str, data_dir: str | None) -> dict[str, np.ndar
   if not chunks:
     raise ZooError(f'split {split!r} of {name} is empty; pass a split with examples in it')
   return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+
+
+def _tfrecord_files(builder, split: str):
+  """TFDS's file instructions for `split` when they name TFRecord files that exist, else None."""
+  try:
+    if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+      return None
+    instructions = builder.info.splits[split].file_instructions
+  except Exception:  # unknown split, mocked info: tf.data's path gives the error or the mock data
+    return None
+  if not instructions or not all(os.path.isfile(i.filename) for i in instructions):
+    return None  # `tfds.testing.mock_data` points the builder at metadata without record files
+  return instructions
+
+
+def _records(instruction):
+  """The serialized examples `instruction` selects from one TFRecord file (each record: length,
+  its CRC, data, the data's CRC; the CRCs are not checked, a damaged record fails to parse)."""
+  with open(instruction.filename, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    end = instruction.skip + instruction.take if instruction.take >= 0 else None
+    records, position, index = [], 0, 0
+    while position < len(data) and (end is None or index < end):
+      if position + 12 > len(data):
+        raise ValueError(f'truncated record header at byte {position}')
+      (length,) = struct.unpack_from('<Q', data, position)
+      if position + 12 + length + 4 > len(data):
+        raise ValueError(f'truncated record at byte {position}')
+      if index >= instruction.skip:
+        records.append(data[position + 12:position + 12 + length])
+      position += 12 + length + 4
+      index += 1
+  return records
+
+
+def _read_tfrecords(builder, instructions, split: str) -> dict[str, np.ndarray]:
+  """Every feature of the split, decoded as `tfds.as_numpy(builder.as_dataset(...))` gives it."""
+  from tensorflow_datasets.core import example_parser
+  features = builder.info.features
+  parser = example_parser.ExampleParserNp(features.get_serialized_info())
+  try:
+    examples = [parser.parse_example(r) for instruction in instructions for r in _records(instruction)]
+    if not examples:
+      raise ZooError(f'split {split!r} of {builder.name} is empty; pass a split with examples in it')
+    if any(isinstance(value, dict) for value in examples[0].values()):  # nested features: TFDS decodes
+      decoded = [features.decode_example_np(example) for example in examples]
+      columns = {key: [example[key] for example in decoded] for key in decoded[0]}
+    else:  # flat features: decoded column by column, without TFDS's per-example nesting work
+      columns = {key: [feature.decode_example_np(e[key]) for e in examples] for key, feature in features.items()}
+  except ZooError:
+    raise
+  except Exception as e:  # a damaged file: TFDS's files are the source, so say how to get them back
+    raise ZooError(f'split {split!r} of {builder.name} in {builder.data_dir} cannot be read '
+                   f'({type(e).__name__}: {e}); prepare the dataset again there') from e
+  return {key: _stack(values) for key, values in columns.items()}
+
+
+def _stack(values: list) -> np.ndarray:
+  """One array per feature, as tf.data batches give it: strings as an object array of bytes."""
+  if isinstance(values[0], (bytes, str)):
+    return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
+  return np.stack(values)
 
 
 def prepared_examples(name: str, split: str, data_dir: str | None) -> int | None:
