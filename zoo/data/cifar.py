@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from zoo.data import sources
+from zoo.data import sources, tensorflow_import
 from zoo.data.pipeline import ArraySplit
 from zoo.training.config import Config
 
@@ -35,7 +35,7 @@ class Cifar10:
     return ArraySplit(inputs=arrays['image'], labels=arrays['label'].astype('int32'))
 
   def preprocess(self, images: tf.Tensor, noise: tf.Tensor | None) -> tf.Tensor:
-    import tensorflow as tf
+    tf = tensorflow_import.tensorflow()
     if noise is not None:
       images = random_crop_and_flip(images, noise, self.config.crop_padding)
     return tf.cast(images, tf.float32) / 255.0
@@ -48,7 +48,7 @@ class Cifar10:
 
 def random_crop_and_flip(images: tf.Tensor, noise: tf.Tensor, pad: int = PAD) -> tf.Tensor:
   """Per-example random 32x32 crop of the reflect-padded image and a coin-flip mirror, vectorised."""
-  import tensorflow as tf
+  tf = tensorflow_import.tensorflow()
   height, width = images.shape[1], images.shape[2]
   padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode='REFLECT')
   offsets = tf.cast(noise[:, :2] * (2 * pad + 1), tf.int32)

@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from zoo.data import tensorflow_import
+
 # (inputs batch, per-example uniform noise in [0, 1) or None at eval) -> model-ready inputs, as
 # tf.Tensors. TensorFlow is imported where tf.data is built: a machine with JAX alone (a GPU box)
 # trains from exported splits on the device feed without it.
@@ -76,7 +78,7 @@ def train_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: in
                   alternating_columns: tuple[int, ...] = (),
                   process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
   """This process's share of the epoch's global batches, from `start_step` on."""
-  import tensorflow as tf
+  tf = tensorflow_import.tensorflow()
   order, noise = epoch_plan(split.num_examples, global_batch, seed, epoch, noise_per_example,
                             alternating_columns)
   rows = process.of(global_batch)
@@ -104,7 +106,7 @@ def eval_plan(num_examples: int, global_batch: int) -> tuple[np.ndarray, np.ndar
 def eval_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: int,
                  process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
   """Every example exactly once: the last global batch is padded and its padding masked out."""
-  import tensorflow as tf
+  tf = tensorflow_import.tensorflow()
   indices, mask = eval_plan(split.num_examples, global_batch)
   rows = process.of(global_batch)
   indices, mask = indices[:, rows], mask[:, rows]

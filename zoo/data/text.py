@@ -12,12 +12,13 @@ import string
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from zoo.data import sources
+from zoo.data import sources, tensorflow_import
 from zoo.data.pipeline import ArraySplit
 from zoo.errors import ZooError
 from zoo.training.config import Config
+
+tf = tensorflow_import.tensorflow()  # the tokenizer is TensorFlow: imported with this module
 
 VOCABULARY_FILE = 'vocabulary.txt'
 _MARKUP = r'<br\s*/?>'

@@ -18,19 +18,10 @@ import struct
 import numpy as np
 import tensorflow_datasets as tfds
 
+from zoo.data import tensorflow_import
 from zoo.errors import ZooError
 
 DOWNLOAD_HOST = 'storage.googleapis.com'  # TFDS fetches prepared datasets from GCS first
-
-
-def hide_accelerators_from_tensorflow() -> None:
-  """TensorFlow only feeds data: it must not grab the GPU/TPU memory JAX needs."""
-  import tensorflow as tf
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-    tf.config.set_visible_devices([], 'TPU')
-  except (RuntimeError, ValueError):
-    pass  # Devices already initialised (a second call) or no such device type: nothing to hide.
 
 
 def open_builder(name: str, data_dir: str | None):
@@ -40,7 +31,7 @@ def open_builder(name: str, data_dir: str | None):
     try:
       if not _online():
         raise ConnectionError('no network: download hosts do not resolve')
-      hide_accelerators_from_tensorflow()
+      tensorflow_import.tensorflow()
       builder.download_and_prepare()
     except Exception as e:  # Offline, proxy, disk: every cause gets the same fix.
       where = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
@@ -66,7 +57,7 @@ def load_split(name: str, split: str, data_dir: str | None) -> dict[str, np.ndar
   files = _tfrecord_files(builder, split)
   if files is not None:
     return _read_tfrecords(builder, files, split)
-  hide_accelerators_from_tensorflow()
+  tensorflow_import.tensorflow()
   try:
     dataset = builder.as_dataset(split=split, shuffle_files=False)
   except (KeyError, ValueError, AssertionError) as e:
