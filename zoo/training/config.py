@@ -56,7 +56,7 @@ class Config:
   input_pipeline: str = 'auto'
   steps_per_dispatch: int = 50     # 'device' only: train steps run by one jitted call
   split_cache: str = '~/.cache/zoo/splits'  # decoded TFDS splits kept as .npz ('' off): zoo/data/sources.py
-  tensorboard: bool = True         # TensorBoard scalars (imports TensorFlow); history.json is always written
+  tensorboard: bool = True         # TensorBoard scalars (the tensorboard package, no TensorFlow); history.json is always written
 
   # Fields that only change how fast a run goes, never its results.
   RUNTIME_FIELDS = ('input_pipeline', 'steps_per_dispatch', 'eval_every_epochs', 'split_cache', 'tensorboard')
