@@ -61,6 +61,8 @@ _HELP = {
     'max_length': 'Text only: tokens per example after post-padding/truncation.',
     'input_pipeline': 'auto | device (split held on the devices, batches gathered and augmented in '
                       'the jitted step) | tf_data (batches streamed from the host); same results.',
+    'tta_level': 'Test-time augmentation at evaluation (airbench): 0 none, 1 mirror, 2 mirror + 1-pixel '
+                 'translations, -1 the model\'s default; may differ in --mode=eval.',
     'steps_per_dispatch': 'With --input_pipeline=device: train steps per jitted call.',
     'split_cache': 'Directory for decoded TFDS splits (.npz; used with an explicit --data_dir): later runs skip decoding '
                    '30,000 PNGs (~7 s for the seed recipe\'s splits); \'\' turns it off.',
@@ -68,7 +70,7 @@ _HELP = {
 }
 
 # Flags that change what is evaluated, not what was trained: allowed to differ in --mode=eval.
-_EVAL_OVERRIDES = ('eval_split', 'eval_batch_size')
+_EVAL_OVERRIDES = ('eval_split', 'eval_batch_size', 'tta_level')
 
 
 def define_flags(defaults: Config) -> None:
@@ -192,7 +194,8 @@ def run(argv) -> None:
     if FLAGS.mode == 'eval':
       _check_eval_flags(workdir)
       split = FLAGS.eval_split if FLAGS['eval_split'].present else None
-      report = loop.evaluate(workdir, FLAGS.data_dir, split=split, step=FLAGS.checkpoint_step)
+      overrides = {name: FLAGS[name].value for name in _EVAL_OVERRIDES[1:] if FLAGS[name].present}
+      report = loop.evaluate(workdir, FLAGS.data_dir, split=split, step=FLAGS.checkpoint_step, **overrides)
       print(json.dumps(report), flush=True)
       return
     start = time.perf_counter()

@@ -32,3 +32,12 @@ def real_data_dir(dataset: str) -> str:
   if not data_dir or not (Path(data_dir) / dataset).is_dir():
     pytest.skip(f'TFDS_DATA_DIR does not hold {dataset}')
   return data_dir
+
+
+def assert_one_line_error(result, expected):
+  """The run failed with exactly one `error: ` line holding `expected`, and no traceback."""
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  assert expected in errors[0]

@@ -6,18 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import real_data_dir, run_experiment
+from conftest import assert_one_line_error, real_data_dir, run_experiment
 from test_training import restore_plain
 
 SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40')
-
-
-def assert_one_line_error(result, expected):
-  assert result.returncode != 0
-  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
-  assert len(errors) == 1, result.stderr[-3000:]
-  assert expected in errors[0]
 
 
 @pytest.mark.parametrize('flags, expected, devices', [

@@ -7,8 +7,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from conftest import ROOT, last_json_line, real_data_dir
-from test_errors import assert_one_line_error
+from conftest import ROOT, assert_one_line_error, last_json_line, real_data_dir
 from zoo.data import exported, sources
 from zoo.errors import ZooError
 

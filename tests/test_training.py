@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import last_json_line, real_data_dir, run_experiment
+from conftest import assert_one_line_error, last_json_line, real_data_dir, run_experiment
 from zoo.models.cnn import SimpleCNN
 
 # 96 mock examples per split, batch 16: 6 steps per epoch; eval batch 40 pads the last batch.
@@ -161,6 +161,17 @@ def test_resume_on_another_device_count(tmp_path, before, after):
                restore_plain(interrupted)['params'], restore_plain(tmp_path / 'reference')['params'])
 
 
+def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
+  workdir, _ = trained
+  result = run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=32')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert last_json_line(result.stdout)['eval_batch_size'] == 32
+  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=0'),
+                        '--eval_batch_size=0 must be a positive multiple')
+  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--tta_level=1'),
+                        'simple_cnn has no test-time augmentation; drop the flag or use one of: airbench')
+
+
 def test_a_two_device_checkpoint_evaluates_on_one_device(tmp_path):
   train(tmp_path / 'w', '--epochs=1', devices=2)
   result = run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path / "w"}', devices=1)
@@ -184,6 +195,15 @@ def test_airbench_recipe_trains_with_its_whitening_frozen(tmp_path):
   first, last = restore_plain(tmp_path / 'w', 2)['params'], restore_plain(tmp_path / 'w', 6)['params']
   np.testing.assert_array_equal(first['whiten']['kernel'], last['whiten']['kernel'])
   assert not np.array_equal(first['Dense_0']['kernel'], last['Dense_0']['kernel'])
+  # --tta_level in --mode=eval: the default (2) reproduces the run's own evaluation, 0 differs.
+  evaluations = {}
+  for level in ('', '--tta_level=0'):
+    result = run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path / "w"}', *([level] if level else []))
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluations[level] = last_json_line(result.stdout)
+  assert evaluations['']['loss'] == pytest.approx(history[0]['eval_loss'], rel=1e-5)
+  assert evaluations['--tta_level=0']['tta_level'] == 0
+  assert evaluations['--tta_level=0']['loss'] != pytest.approx(evaluations['']['loss'], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -21,13 +21,20 @@ MODELS = {
 }
 
 
-def create_model(name: str, compute_dtype: str = 'float32', **dataset_kwargs):
+def create_model(name: str, compute_dtype: str = 'float32', tta_level: int = -1, **dataset_kwargs):
   """Builds registry entry `name`; unknown names raise ZooError (a ValueError) listing the known ones.
 
   `compute_dtype` other than float32 goes to models with a `dtype` field (activations, conv and
-  matmul inputs); their parameters stay float32."""
+  matmul inputs); their parameters stay float32. `tta_level` other than -1 (the model's own) goes
+  to models with test-time augmentation."""
   if name not in MODELS:
     raise ZooError(f'unknown model {name!r}; choose one of: {", ".join(sorted(MODELS))}')
+  if tta_level != -1:
+    if 'tta_level' not in MODELS[name].__dataclass_fields__:
+      with_tta = sorted(n for n, m in MODELS.items() if 'tta_level' in m.__dataclass_fields__)
+      raise ZooError(f'--tta_level={tta_level}: {name} has no test-time augmentation; drop the flag or use '
+                     f'one of: {", ".join(with_tta)}')
+    dataset_kwargs['tta_level'] = tta_level
   if compute_dtype != 'float32':
     if 'dtype' not in MODELS[name].__dataclass_fields__:
       with_dtype = sorted(n for n, m in MODELS.items() if 'dtype' in m.__dataclass_fields__)

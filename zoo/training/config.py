@@ -40,6 +40,9 @@ class Config:
   lookahead_start_epoch: int = 3
   lookahead_every_steps: int = 5
   lookahead_decay: float = 0.95
+  # Test-time augmentation at evaluation, for models that have it (airbench): 0 none, 1 mirror,
+  # 2 mirror + 1-pixel translations; -1 the model's default (airbench: 2). Also an --mode=eval flag.
+  tta_level: int = -1
   compute_dtype: str = 'float32'  # float32 | bfloat16: activations and conv/matmul inputs (parameters stay float32)
   seed: int = 0
   train_split: str = 'train'
@@ -84,6 +87,9 @@ class Config:
       raise ZooError(f'--eval_every_epochs={self.eval_every_epochs} must be >= 1')
     if self.compute_dtype not in ('float32', 'bfloat16'):
       raise ZooError(f'--compute_dtype={self.compute_dtype!r}: choose float32 or bfloat16')
+    if self.tta_level not in (-1, 0, 1, 2):
+      raise ZooError(f'--tta_level={self.tta_level}: choose 0 (none), 1 (mirror), 2 (mirror + translations) '
+                     'or -1 (the model\'s default)')
     if self.steps_per_dispatch < 1:
       raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} must be >= 1')
     if self.checkpoint_every_steps < 0:

@@ -4,6 +4,7 @@ Data flow: TFDS split (host memory) -> a feed (`feeds.py`: the split held on the
 tf.data batches of this process's rows) -> jitted shard_map steps over the `data` axis ->
 replicated state -> orbax checkpoint + history.
 """
+import dataclasses
 import logging
 import math
 import signal
@@ -72,7 +73,7 @@ def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, i
   Models with a data-dependent initialisation (`init_from_data`, e.g. airbench's whitening layer)
   get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it.
   """
-  model = create_model(config.model, config.compute_dtype, **dataset.model_kwargs())
+  model = create_model(config.model, config.compute_dtype, config.tta_level, **dataset.model_kwargs())
   tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()),
                         frozen_after_epochs=getattr(model, 'frozen_after_epochs', ()))
   sample = pipeline.preprocess_for_eval(dataset, sample_inputs)
@@ -220,10 +221,14 @@ def _open_trained(workdir: Path, data_dir):
   return config, manager, open_dataset(config, data_dir, workdir), mesh
 
 
-def evaluate(workdir, data_dir: str | None = None, split: str | None = None, step: int | None = None) -> dict:
-  """Evaluates a checkpoint of `workdir` with the config recorded there; writes eval.json."""
+def evaluate(workdir, data_dir: str | None = None, split: str | None = None, step: int | None = None,
+             **overrides) -> dict:
+  """Evaluates a checkpoint of `workdir` with the config recorded there, but for `overrides` of
+  fields that change only the evaluation (`eval_batch_size`, `tta_level`); writes eval.json."""
   workdir = Path(workdir)
   config, manager, dataset, mesh = _open_trained(workdir, data_dir)
+  config = dataclasses.replace(config, **overrides)
+  config.validate(jax.device_count())
   split = split or config.eval_split
   eval_split = dataset.load(split)
   _, state = _build(config, dataset, eval_split.inputs[:1], 1, mesh)
@@ -231,7 +236,7 @@ def evaluate(workdir, data_dir: str | None = None, split: str | None = None, ste
   result = _summarise(feeds.create_eval(config, dataset, eval_split, mesh)(state))
   report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
             'accuracy': result['accuracy'], 'loss': result['loss'],
-            'dataset': config.dataset, 'model': config.model}
+            'dataset': config.dataset, 'model': config.model, **overrides}
   if _is_chief():
     reporting.write_json(workdir / reporting.EVAL_FILE, report)
   return report
