@@ -2,14 +2,15 @@
 # One prepared GPU run (issue #4, item 5): the airbench recipe end to end twice in float32 and twice
 # in bfloat16 (each second run, seed 1, loads its programs from the compilation cache: its epoch
 # times are compile-free), the time to 94% from each history, the benchmark, and (PARTS=ablations)
-# the recipe without each of three tricks, and in bfloat16, over SEEDS.
+# the recipe without each of three tricks, and in bfloat16, over SEEDS; (PARTS=determinism) seed 0
+# twice with --deterministic, compared.
 # Installs nothing. Needs a Python with JAX (GPU), Flax, Optax, Orbax, absl and Pillow, and a data
 # dir holding cifar10: TFDS-prepared (needs TensorFlow too) or exported by experiments.export_splits
 # (NumPy only), e.g. for a machine without TensorFlow:
 #
 #   python -m experiments.export_splits --data_dir=../shared/tfds --jpeg_quality=75 \
 #       --splits='train[:45000],train[45000:]' --out_dir=.gpu_data     # 23 MB, lossless
-#   DATA_DIR=.gpu_data [SPLITS=validation|test] [PARTS='timing benchmark ablations'] [SEEDS='0 1 2'] \
+#   DATA_DIR=.gpu_data [SPLITS=validation|test] [PARTS='timing benchmark determinism ablations'] [SEEDS='0 1 2'] \
 #       bash experiments/gpu_speedrun.sh
 #
 # SPLITS=validation (the default) trains on train[:45000] and evaluates on train[45000:];
@@ -78,6 +79,17 @@ if [[ " $PARTS " == *" timing "* ]]; then
   recipe warm --eval_every_epochs=1 --seed=1
   recipe bf16_cold --eval_every_epochs=1 --compute_dtype=bfloat16
   recipe bf16_warm --eval_every_epochs=1 --compute_dtype=bfloat16 --seed=1
+fi
+if [[ " $PARTS " == *" determinism "* ]]; then
+  # Seed 0 twice with XLA's deterministic GPU ops (programs from the cache after the first): equal
+  # accuracies (and histories) mean a seed reproduces; the epoch times give the price.
+  recipe det_a --eval_every_epochs=1 --deterministic
+  recipe det_b --eval_every_epochs=1 --deterministic
+  "$PYTHON" -c "
+import json, sys
+a, b = (json.load(open(f'$WORKDIR/{r}/history.json')) for r in ('det_a', 'det_b'))
+same = all(x['eval_accuracy'] == y['eval_accuracy'] and x['train_loss'] == y['train_loss'] for x, y in zip(a, b))
+print('determinism: eval accuracies and train losses', 'identical' if same else 'DIFFER', 'in every epoch')"
 fi
 if [[ " $PARTS " == *" benchmark "* ]]; then
   timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m experiments.benchmark --data_dir="$DATA_DIR" \

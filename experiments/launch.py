@@ -94,6 +94,10 @@ def define_flags(defaults: Config) -> None:
   flags.DEFINE_string('compilation_cache', os.path.join('~', '.cache', 'zoo', 'jax_compilation'),
                       'Directory of JAX\'s persistent compilation cache: a rerun of the same program '
                       'loads its compiled steps instead of compiling them ("" turns it off).')
+  flags.DEFINE_bool('deterministic', False,
+                    'GPU: XLA\'s deterministic ops (--xla_gpu_deterministic_ops: no autotuning, deterministic '
+                    'reductions and convolutions), so a seed reproduces bit for bit; slower. CPU runs are '
+                    'deterministic already.')
   for field in dataclasses.fields(Config):
     default = getattr(defaults, field.name)
     kind = typing.get_args(field.type)[0] if typing.get_origin(field.type) is typing.Union else field.type
@@ -116,6 +120,8 @@ def select_accelerator(name: str) -> None:
   # Not 'gpu': JAX expands it to cuda,rocm,oneapi and fails unless all three plugins are installed.
   # JAX already prefers a GPU over the CPU; the check below says so if there is none.
   platforms = {'cpu': 'cpu', 'tpu': 'tpu'}.get(name)
+  if FLAGS.deterministic:  # read by XLA when the backend starts, i.e. at jax.devices() below
+    os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} --xla_gpu_deterministic_ops=true'.strip()
   if platforms:
     jax.config.update('jax_platforms', platforms)
   if FLAGS.compilation_cache:

@@ -163,7 +163,8 @@ def test_resume_on_another_device_count(tmp_path, before, after):
 
 def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
   workdir, _ = trained
-  result = run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=32')
+  # (--deterministic only sets an XLA GPU flag: here it proves XLA accepts it when the backend starts.)
+  result = run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=32', '--deterministic')
   assert result.returncode == 0, result.stderr[-3000:]
   assert last_json_line(result.stdout)['eval_batch_size'] == 32
   assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=0'),
