@@ -65,7 +65,7 @@ _HELP = {
                  'translations, -1 the model\'s default; may differ in --mode=eval.',
     'steps_per_dispatch': 'With --input_pipeline=device: train steps per jitted call.',
     'split_cache': 'Directory for decoded TFDS splits (.npz; used with an explicit --data_dir): later runs skip decoding '
-                   '30,000 PNGs (~7 s for the seed recipe\'s splits); \'\' turns it off.',
+                   '30,000 PNGs (~3 s for the seed recipe\'s splits); \'\' turns it off.',
     'tensorboard': 'Write TensorBoard scalars under <workdir>/tensorboard.',
 }
 
