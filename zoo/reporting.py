@@ -52,7 +52,7 @@ class TensorBoard:
   """
 
   def __init__(self, workdir, enabled: bool):
-    self._file = self._writer = None
+    self._writer = None
     if not enabled:
       return
     try:
@@ -68,11 +68,11 @@ class TensorBoard:
     prefix = f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}'
     for uid in itertools.count():
       try:
-        self._file = open(directory / f'{prefix}.{uid}.v2', 'xb')
+        events = open(directory / f'{prefix}.{uid}.v2', 'xb')
         break
       except FileExistsError:
         continue
-    self._writer = RecordWriter(self._file)
+    self._writer = RecordWriter(events)
     self._write(self._event(wall_time=time.time(), file_version='brain.Event:2'))
 
   def _write(self, event) -> None:

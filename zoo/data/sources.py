@@ -3,11 +3,12 @@ through a cache of decoded splits.
 
 Why the cache: CIFAR-10's PNGs are decoded on every read of the prepared TFDS files (~3 s for the
 30,000 images of the seed recipe's two splits on the 2-core CPU, with OpenCV on two threads); the
-decoded arrays, once written to `cache_dir`, load in well under a second. The cache key covers the dataset's prepared files
-(paths, sizes, modification times) and the split, so a re-prepared dataset is read afresh. It is
-used only with an explicit `--data_dir`, and only a split whose example count matches the prepared
-metadata is written: `tfds.testing.mock_data` serves random examples whatever the directory, and
-they must neither be cached nor be answered with cached real ones.
+decoded arrays, once written to `cache_dir`, load in well under a second. The cache key covers
+the dataset's prepared files (paths, sizes, modification times) and the split, so a re-prepared
+dataset is read afresh. It is used only with an explicit `--data_dir`, and only a split whose
+example count matches the prepared metadata is written: `tfds.testing.mock_data` serves random
+examples whatever the directory, and they must neither be cached nor be answered with cached real
+ones.
 """
 import hashlib
 import json

@@ -8,9 +8,8 @@ ranges (`file_instructions`, its slicing) and decodes examples with NumPy (`Exam
 feature's `decode_example_np`: OpenCV for images, PIL without it), so only the TFRecord framing is
 read here. Measured on the 2-core CPU, train[:25000] + train[45000:] of CIFAR-10: 4.3 s of
 `import tensorflow` and 7 s of tf.data decoding -> 6.8 s with PIL, 5.2 s with OpenCV, 3.0 s with
-OpenCV on two threads. Anything
-else (other file formats, `tfds.testing.mock_data`, which serves examples through `as_dataset`)
-goes through tf.data as before.
+OpenCV on two threads. Anything else (other file formats, `tfds.testing.mock_data`, which serves
+examples through `as_dataset`) goes through tf.data as before.
 """
 import concurrent.futures
 import mmap
