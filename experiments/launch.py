@@ -200,7 +200,8 @@ def run(argv) -> None:
     if FLAGS.mode == 'eval':
       _check_eval_flags(workdir)
       split = FLAGS.eval_split if FLAGS['eval_split'].present else None
-      overrides = {name: FLAGS[name].value for name in _EVAL_OVERRIDES[1:] if FLAGS[name].present}
+      overrides = {name: FLAGS[name].value for name in _EVAL_OVERRIDES
+                   if name != 'eval_split' and FLAGS[name].present}  # the split is evaluate's own argument
       report = loop.evaluate(workdir, FLAGS.data_dir, split=split, step=FLAGS.checkpoint_step, **overrides)
       print(json.dumps(report), flush=True)
       return

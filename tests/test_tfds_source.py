@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import ROOT, real_data_dir
-from tiny_tfds import ZooTinyImages
+import tiny_tfds  # noqa: F401  registers the zoo_tiny_images builder with TFDS
 from zoo.data import tfds_source
 from zoo.errors import ZooError
 
