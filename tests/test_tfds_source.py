@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import ROOT, real_data_dir
-import tiny_tfds  # noqa: F401  registers the zoo_tiny_images builder with TFDS
+import tiny_tfds
 from zoo.data import tfds_source
 from zoo.errors import ZooError
 
@@ -15,7 +15,7 @@ from zoo.errors import ZooError
 @pytest.fixture(scope='module')
 def prepared(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp('tfds')
-  ZooTinyImages(data_dir=str(data_dir)).download_and_prepare()
+  tiny_tfds.ZooTinyImages(data_dir=str(data_dir)).download_and_prepare()
   return str(data_dir)
 
 
