@@ -34,12 +34,13 @@ def main(argv):
   try:
     if not 0 <= FLAGS.jpeg_quality <= 95:
       raise ZooError(f'--jpeg_quality={FLAGS.jpeg_quality}: pass 0 (lossless) or a quality from 1 to 95')
-    from zoo.data import exported, tfds_source
+    from zoo.data import exported, sources, tfds_source
     for split in FLAGS.splits:
       arrays = tfds_source.load_split(FLAGS.dataset, split, FLAGS.data_dir)
       path = exported.split_path(FLAGS.out_dir, FLAGS.dataset, split)
       meta = {'dataset': FLAGS.dataset, 'split': split, 'source': str(FLAGS.data_dir or 'TFDS default'),
-              'examples': len(next(iter(arrays.values())))}
+              'examples': len(next(iter(arrays.values()))),
+              'class_names': sources.class_names(FLAGS.dataset, FLAGS.data_dir)}
       exported.save(path, arrays, meta, jpeg_quality=FLAGS.jpeg_quality)
       print(json.dumps({**meta, 'path': str(path), 'megabytes': round(path.stat().st_size / 2**20, 1)}), flush=True)
   except ZooError as e:

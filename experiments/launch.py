@@ -14,6 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only reads data here: keep it quiet.
 
+import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 
@@ -71,6 +72,8 @@ _HELP = {
 
 # Flags that change what is evaluated, not what was trained: allowed to differ in --mode=eval.
 _EVAL_OVERRIDES = ('eval_split', 'eval_batch_size', 'tta_level')
+# Flags that cannot change an evaluation or a prediction (how fast, what is logged or kept): accepted.
+_EVAL_ACCEPTS = (*Config.RUNTIME_FIELDS, 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints')
 
 
 def define_flags(defaults: Config) -> None:
@@ -79,9 +82,11 @@ def define_flags(defaults: Config) -> None:
                     'Where JAX computes; auto takes the best available.')
   flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
                     'train (resumes from the workdir\'s latest checkpoint), eval (a workdir\'s checkpoint '
-                    'on --eval_split), or predict (text datasets: --text or stdin lines -> JSON lines).')
-  flags.DEFINE_multi_string('text', None, '--mode=predict: a text to classify (repeatable); '
+                    'on --eval_split), or predict (--image files or --text strings -> one JSON line each).')
+  flags.DEFINE_multi_string('text', None, '--mode=predict, text models: a text to classify (repeatable); '
                             'without it, one text per line from stdin.')
+  flags.DEFINE_multi_string('image', None, '--mode=predict, image models: an image file to classify, any '
+                            'format and size Pillow opens (repeatable); without it, one path per line from stdin.')
   flags.DEFINE_string('workdir', None, 'Run directory: config, checkpoints, history, plots, TensorBoard. '
                       'Default: workdirs/<dataset>_<model>.')
   flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).')
@@ -90,7 +95,7 @@ def define_flags(defaults: Config) -> None:
                       'JAX detects them.')
   flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes train together.')
   flags.DEFINE_integer('process_id', None, 'Multi-process: this process\'s index, 0 .. num_processes-1.')
-  flags.DEFINE_integer('checkpoint_step', None, '--mode=eval: evaluate this step instead of the latest.')
+  flags.DEFINE_integer('checkpoint_step', None, '--mode=eval/predict: use this step instead of the latest.')
   flags.DEFINE_string('compilation_cache', os.path.join('~', '.cache', 'zoo', 'jax_compilation'),
                       'Directory of JAX\'s persistent compilation cache: a rerun of the same program '
                       'loads its compiled steps instead of compiling them ("" turns it off).')
@@ -172,7 +177,7 @@ def _check_eval_flags(workdir: Path) -> None:
   if recorded is None:
     return
   for field in dataclasses.fields(Config):
-    if field.name not in _EVAL_OVERRIDES and FLAGS[field.name].present:
+    if field.name not in (*_EVAL_OVERRIDES, *_EVAL_ACCEPTS) and FLAGS[field.name].present:
       if FLAGS[field.name].value != getattr(recorded, field.name):
         raise ZooError(f'--{field.name}={FLAGS[field.name].value} contradicts {workdir}, which was trained '
                        f'with {field.name}={getattr(recorded, field.name)!r}; drop the flag or pass another --workdir')
@@ -193,14 +198,12 @@ def run(argv) -> None:
     workdir = _workdir()
     if FLAGS.mode == 'predict':
       _check_eval_flags(workdir)
-      texts = FLAGS.text or [line.rstrip('\n') for line in sys.stdin if line.strip()]
-      for text, p in zip(texts, loop.predict(workdir, texts, FLAGS.data_dir)):
-        print(json.dumps({'text': text, 'p_positive': round(float(p), 4)}), flush=True)
+      _predict(workdir)
       return
     if FLAGS.mode == 'eval':
       _check_eval_flags(workdir)
       split = FLAGS.eval_split if FLAGS['eval_split'].present else None
-      overrides = {name: FLAGS[name].value for name in _EVAL_OVERRIDES
+      overrides = {name: FLAGS[name].value for name in (*_EVAL_OVERRIDES, *Config.RUNTIME_FIELDS)
                    if name != 'eval_split' and FLAGS[name].present}  # the split is evaluate's own argument
       report = loop.evaluate(workdir, FLAGS.data_dir, split=split, step=FLAGS.checkpoint_step, **overrides)
       print(json.dumps(report), flush=True)
@@ -209,9 +212,63 @@ def run(argv) -> None:
     history = loop.train_and_evaluate(config_from_flags(), workdir, FLAGS.data_dir)
     summary = {'workdir': str(workdir), 'epochs': len(history),
                'eval_split': FLAGS.eval_split, 'wall_seconds': round(time.perf_counter() - start, 1)}
-    if history:
-      summary.update(eval_accuracy=history[-1]['eval_accuracy'], eval_loss=history[-1]['eval_loss'])
+    evaluated = [entry for entry in history if 'eval_accuracy' in entry]  # a stop may follow an epoch without
+    if evaluated:
+      summary.update(eval_epoch=evaluated[-1]['epoch'], eval_accuracy=evaluated[-1]['eval_accuracy'],
+                     eval_loss=evaluated[-1]['eval_loss'])
     print(json.dumps(summary), flush=True)
   except ZooError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    _exit_with(e)
+
+
+def _exit_with(error: ZooError) -> None:
+  print(f'error: {error}', file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def _inputs_from_stdin(flag: str, what: str) -> list[str]:
+  """One input per non-empty line of standard input; a terminal there gets a hint, not a wait."""
+  if sys.stdin is None or sys.stdin.isatty():
+    raise ZooError(f'--mode=predict needs {what}: pass {flag} (repeatable) or pipe them, one per line, '
+                   'on standard input')
+  return [line.rstrip('\n') for line in sys.stdin if line.strip()]
+
+
+def _predict(workdir: Path) -> None:
+  """One JSON line per image or text, in the order given. Unreadable images are named on stderr
+  after every readable one is printed, and the exit status is then 1."""
+  import zoo
+  from zoo import inference
+  trained = zoo.load(workdir, step=FLAGS.checkpoint_step, data_dir=FLAGS.data_dir)
+  names = trained.class_names
+  if trained.kind == 'text':
+    if FLAGS.image:
+      raise ZooError(f'--image: {workdir} holds a text model ({trained.config.dataset}); pass --text instead')
+    texts = FLAGS.text or _inputs_from_stdin('--text="..."', 'texts')
+    for text, p in zip(texts, trained.predict(texts)):
+      row = {'text': text, 'label': names[int(p.argmax())]}
+      if len(names) == 2:
+        row['p_positive'] = round(float(p[1]), 4)
+      else:
+        row.update(p=round(float(p.max()), 4))
+      print(json.dumps(row), flush=True)
+    return
+  if FLAGS.text:
+    raise ZooError(f'--text: {workdir} holds an image model ({trained.config.dataset}); pass --image instead')
+  paths = FLAGS.image or _inputs_from_stdin('--image=FILE', 'image files')
+  readable, images, failures = [], [], []
+  for path in paths:
+    try:
+      images.append(inference.read_image(path, trained.input_shape))
+      readable.append(path)
+    except ZooError as e:
+      failures.append(e)
+  if images:
+    for path, p in zip(readable, trained.predict(np.stack(images))):
+      top = np.argsort(-p, kind='stable')[:3]
+      print(json.dumps({'image': path, 'label': names[int(top[0])], 'p': round(float(p[top[0]]), 4),
+                        'top': [[names[int(i)], round(float(p[i]), 4)] for i in top]}), flush=True)
+  if failures:
+    for error in failures[:-1]:
+      print(f'error: {error}', file=sys.stderr, flush=True)
+    raise failures[-1]

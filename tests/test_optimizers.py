@@ -1,8 +1,11 @@
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from zoo.errors import ZooError
+from zoo.models import batchnorm_scopes
 from zoo.training.config import Config
 from zoo.training.optimizers import create_optimizer, create_schedule
 
@@ -42,7 +45,8 @@ def test_batchnorm_offsets_get_the_multiplier_before_decay_and_frozen_parameters
   params, grads = _tree(1.0, 1.0, 1.0, 1.0), _tree(2.0, 2.0, 2.0, 2.0)
   config = Config(optimizer='sgd', learning_rate=0.1, momentum=0.0, weight_decay=0.5,
                   weight_decay_scope='all', bias_lr_multiplier=64)
-  tx = create_optimizer(config, 10, frozen=('whiten/kernel',), frozen_after_epochs=(('whiten/bias', 0.2),))
+  tx = create_optimizer(config, 10, frozen=('whiten/kernel',), frozen_after_epochs=(('whiten/bias', 0.2),),
+                        batchnorm_scopes={'BatchNorm_0'})
   opt_state = tx.init(params)
   for step in range(3):
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -69,3 +73,34 @@ def test_unknown_optimizer_and_schedule_are_clear_errors():
     create_optimizer(Config(optimizer='lamb'), 10)
   with pytest.raises(ZooError, match='unknown --schedule'):
     create_optimizer(Config(schedule='step'), 10)
+
+
+class _NamedNorms(nn.Module):
+  """BatchNorm modules under names of their own, and a Dense whose bias is no BatchNorm offset."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.BatchNorm(use_running_average=not train, name='norm')(nn.Dense(4, name='BatchNorm_like')(x))
+    return nn.Dense(2)(Block(name='stage')(x, train))
+
+
+class Block(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return nn.BatchNorm(use_running_average=not train, use_scale=False, name='post')(x)
+
+
+def test_the_batchnorm_multiplier_finds_batchnorms_by_what_they_are_not_their_names():
+  model = _NamedNorms()
+  x = jnp.ones((3, 5))
+  scopes = batchnorm_scopes(model, x)
+  assert scopes == {'norm', 'stage/post'}
+  params = model.init(jax.random.key(0), x)['params']
+  config = Config(optimizer='sgd', learning_rate=0.1, momentum=0.0, bias_lr_multiplier=64)
+  tx = create_optimizer(config, 10, batchnorm_scopes=scopes)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates['norm']['bias'], -0.1 * 64)
+  np.testing.assert_allclose(updates['stage']['post']['bias'], -0.1 * 64)
+  np.testing.assert_allclose(updates['norm']['scale'], -0.1)  # scales are no offsets
+  np.testing.assert_allclose(updates['BatchNorm_like']['bias'], -0.1)  # a name is not a BatchNorm

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.data import pipeline
-from zoo.models import create_model
+from zoo.data import pipeline, tensorflow_import
+from zoo.models import batchnorm_scopes, create_model
 from zoo.training import feeds, steps
 from zoo.training.config import Config
 from zoo.training.optimizers import create_optimizer
@@ -34,7 +34,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
 
 def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dict, mesh):
   model = create_model(config.model, config.compute_dtype, **model_kwargs)
-  tx = create_optimizer(config, steps_per_epoch=100)
+  tx = create_optimizer(config, steps_per_epoch=100, batchnorm_scopes=batchnorm_scopes(model, sample_inputs[:1]))
   state = steps.create_train_state(model, tx, sample_inputs[:1], jax.random.key(config.seed), mesh)
   return state, steps.make_train_step(mesh, config.label_smoothing)
 
@@ -99,9 +99,14 @@ def feed_step_timer(config: Config, dataset, split: pipeline.ArraySplit, *, num_
   return lambda: _timed(run_steps, num_steps)
 
 
+def _keras():
+  """Keras through the one TensorFlow import that keeps TensorFlow off the accelerators."""
+  return tensorflow_import.tensorflow().keras
+
+
 def seed_keras_cnn():
   """The seed's Keras CNN, layer for layer: the reference SimpleCNN is measured and tested against."""
-  from tensorflow.keras import layers, models
+  layers, models = _keras().layers, _keras().models
   return models.Sequential([
       layers.Input((32, 32, 3)),
       layers.Conv2D(32, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
@@ -112,7 +117,7 @@ def seed_keras_cnn():
 
 def measure_keras_seed_cnn(batch_size: int, *, num_steps: int = 200, warmup_steps: int = 20) -> float:
   """Training images/s of the seed's own Keras CNN (same layers, Adam, from_logits loss)."""
-  import tensorflow as tf
+  tf = tensorflow_import.tensorflow()
   model = seed_keras_cnn()
   model.compile(optimizer='adam', loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=['accuracy'])

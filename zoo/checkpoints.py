@@ -2,8 +2,9 @@
 
 A checkpoint is one PyTree: {'step', 'params', 'batch_stats', 'opt_state', 'epoch_metrics'} (and
 'lookahead' for runs with --lookahead).
-`ocp.CheckpointManager(W / 'checkpoints').restore(step)` returns it as a dict whose `params` (and
-`batch_stats`, when the model has BatchNorm) feed `model.apply` directly. The zoo restores onto the
+`ocp.CheckpointManager(W / 'checkpoints').restore(step, args=ocp.args.StandardRestore())` returns it
+as a dict of NumPy arrays whose `params` (and `batch_stats`, when the model has BatchNorm) feed
+`model.apply` directly. The zoo restores onto the
 current mesh's shardings, so a checkpoint written on N devices resumes or evaluates on M.
 The state is replicated and small (the zoo's models have at most a few million parameters), so
 checkpoints hold host copies of it.
@@ -25,7 +26,8 @@ CHECKPOINT_DIR = 'checkpoints'
 
 def create_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=not read_only, read_only=read_only,
+      max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
+      create=not read_only, read_only=read_only,
       # Saving runs in a background thread while training goes on; `wait` joins it.
       enable_async_checkpointing=not read_only)
   return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
@@ -83,3 +85,32 @@ def restore(manager: ocp.CheckpointManager, state, epoch_metrics, step: int | No
     return state.replace(**tree), epoch_metrics
   raise ZooError(f'no readable checkpoint in {manager.directory} (tried steps {candidates}); '
                  'the files are kept as they are: restore them from a backup or pass a new --workdir')
+
+
+def restore_arrays(workdir, step: int | None = None) -> tuple[int, dict]:
+  """(step, the checkpoint's PyTree as host NumPy arrays), with no template, mesh or optimizer: what
+  `zoo.load` uses. Without `step`, the newest readable checkpoint (an unreadable one is skipped with
+  a warning and left as it is)."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # orbax's "Given directory is read only" is what we asked for
+  try:
+    manager = create_manager(workdir, read_only=True)
+  finally:
+    absl_logger.setLevel(level)
+  saved = sorted(manager.all_steps(), reverse=True)
+  if not saved:
+    raise ZooError(f'{Path(workdir) / CHECKPOINT_DIR} holds no checkpoint; train first or pass another workdir')
+  if step is not None and step not in saved:
+    raise ZooError(f'{workdir} has no checkpoint of step {step}; saved steps: {", ".join(map(str, sorted(saved)))}')
+  for candidate in [step] if step is not None else saved:
+    try:
+      return candidate, manager.restore(candidate, args=ocp.args.StandardRestore())
+    except Exception as e:  # orbax raises many types for damaged files; all mean "unreadable"
+      reason = f'{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""}'
+      if step is not None:
+        raise ZooError(f'checkpoint {step} of {workdir} is unreadable ({reason}); pick another step '
+                       f'(saved: {", ".join(map(str, sorted(saved)))})') from e
+      log.warning('checkpoint %s/%d is unreadable (%s); trying an older one', manager.directory, candidate, reason)
+  raise ZooError(f'no readable checkpoint in {manager.directory} (tried steps {saved}); '
+                 'the files are kept as they are: restore them from a backup or train again')

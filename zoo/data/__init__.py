@@ -12,6 +12,10 @@ from zoo.errors import ZooError
 
 # name -> 'module:class', imported on use: IMDB's tokenizer needs TensorFlow, CIFAR-10 on the
 # device feed does not.
+# <workdir>/dataset.json: the dataset's `describe()` (class names, input format), written when
+# training starts, so that a trained model can be used with nothing but its workdir.
+DESCRIPTION_FILE = 'dataset.json'
+
 DATASETS = {'cifar10': 'zoo.data.cifar:Cifar10', 'imdb_reviews': 'zoo.data.text:ImdbReviews'}
 
 

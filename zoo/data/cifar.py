@@ -19,6 +19,7 @@ PAD = 4  # Default random-crop padding, in pixels (the standard CIFAR recipe of 
 
 class Cifar10:
   name = 'cifar10'
+  image_shape = (32, 32, 3)  # height, width, channels of the stored uint8 images
 
   def __init__(self, config: Config, data_dir: str | None, workdir=None):
     del workdir  # Nothing is learned from the data: no vocabulary to keep.
@@ -33,6 +34,12 @@ class Cifar10:
   def load(self, split: str) -> ArraySplit:
     arrays = sources.load_split(self.name, split, self.data_dir, self.config.split_cache)
     return ArraySplit(inputs=arrays['image'], labels=arrays['label'].astype('int32'))
+
+  def describe(self) -> dict:
+    """What a trained model needs to be used without this code's data: kept in the workdir."""
+    return {'dataset': self.name, 'class_names': sources.class_names(self.name, self.data_dir),
+            'inputs': {'kind': 'image', 'shape': list(self.image_shape), 'dtype': 'uint8',
+                       'preprocessing': 'float32 pixels = uint8 / 255, in [0, 1]'}}
 
   def preprocess(self, images: tf.Tensor, noise: tf.Tensor | None) -> tf.Tensor:
     tf = tensorflow_import.tensorflow()

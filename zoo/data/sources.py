@@ -46,6 +46,21 @@ def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '')
   return arrays
 
 
+def class_names(name: str, data_dir: str | None) -> list[str] | None:
+  """The label names of dataset `name`: from an exported split's metadata, else from TFDS's (the
+  prepared dataset's `ClassLabel`); None when neither can be read here."""
+  if data_dir is not None:
+    folder = exported.split_path(data_dir, name, 'any').parent
+    for path in sorted(folder.glob('*.npz')) if folder.is_dir() else ():
+      if exported.meta(path).get('class_names'):
+        return list(exported.meta(path)['class_names'])
+  try:
+    import tensorflow_datasets as tfds
+    return [str(n) for n in tfds.builder(name, data_dir=data_dir).info.features['label'].names]
+  except Exception:  # TFDS missing, dataset unknown to it, metadata unreadable: no names
+    return None
+
+
 def _load_from_tfds(name: str, split: str, data_dir: str | None) -> dict[str, np.ndarray]:
   try:
     from zoo.data import tfds_source  # TensorFlow and TFDS: only needed here

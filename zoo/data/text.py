@@ -7,10 +7,13 @@ included in that count), every review post-padded or truncated to `--max_length`
 The vocabulary is learned from `--train_split` only and kept in `<workdir>/vocabulary.txt`, so
 eval and predict read the same ids the model was trained on.
 """
+import os
 import re
 import string
+import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from zoo.data import sources, tensorflow_import
@@ -59,6 +62,18 @@ def tokenize(tokenizer, texts) -> np.ndarray:
   return np.concatenate([b.astype(np.int32) for b in dataset.as_numpy_iterator()])
 
 
+VOCABULARY_WAIT_SECONDS = 600  # learning a vocabulary of IMDB's 25,000 reviews takes ~10 s
+
+
+def _wait_for(path: Path, timeout: float = VOCABULARY_WAIT_SECONDS) -> None:
+  deadline = time.monotonic() + timeout
+  while not path.exists():
+    if time.monotonic() > deadline:
+      raise ZooError(f'process {jax.process_index()} waited {timeout:.0f} s for process 0 to write {path}; '
+                     'every process needs the same --workdir on a shared file system')
+    time.sleep(0.2)
+
+
 class ImdbReviews:
   name = 'imdb_reviews'
   noise_per_example = 0  # no augmentation
@@ -75,21 +90,26 @@ class ImdbReviews:
   def model_kwargs(self) -> dict:
     return {'vocab_size': self.config.vocab_size, 'num_classes': 1}
 
-  def tokenizer(self, *, chief: bool = True):
-    """The workdir's vocabulary if it has one, else learned from the training split (and saved)."""
+  def tokenizer(self):
+    """The workdir's vocabulary if it has one, else learned from the training split.
+
+    In a multi-process run process 0 learns and writes it; the others wait for the file and read
+    it, so every process tokenizes with the same words and no two write the same file."""
     if self._tokenizer is None:
       path = self.workdir / VOCABULARY_FILE if self.workdir else None
+      if path and not path.exists() and jax.process_index() != 0:
+        _wait_for(path)
       if path and path.exists():
         vocabulary = path.read_text(encoding='utf-8').split('\n')
         self._tokenizer = create_tokenizer(self.config.vocab_size, self.config.max_length, vocabulary)
       else:
         texts = self._texts(self.config.train_split)
         self._tokenizer = fit_tokenizer(texts, self.config.vocab_size, self.config.max_length)
-        if path and chief:
+        if path:
           path.parent.mkdir(parents=True, exist_ok=True)
-          tmp = path.with_name(path.name + '.tmp')
+          tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
           tmp.write_text('\n'.join(words(self._tokenizer)), encoding='utf-8')
-          tmp.replace(path)
+          tmp.replace(path)  # atomic: a reader sees no file or the whole file
     return self._tokenizer
 
   def _texts(self, split: str) -> np.ndarray:
@@ -98,6 +118,15 @@ class ImdbReviews:
   def load(self, split: str) -> ArraySplit:
     arrays = sources.load_split(self.name, split, self.data_dir, self.config.split_cache)
     return ArraySplit(inputs=tokenize(self.tokenizer(), arrays['text']), labels=arrays['label'].astype(np.int32))
+
+  def describe(self) -> dict:
+    """What a trained model needs to be used without this code's data: kept in the workdir."""
+    return {'dataset': self.name, 'class_names': sources.class_names(self.name, self.data_dir),
+            'inputs': {'kind': 'text', 'vocabulary': VOCABULARY_FILE, 'vocab_size': self.config.vocab_size,
+                       'max_length': self.config.max_length,
+                       'preprocessing': 'lowercased; <br /> markup and punctuation removed; split on '
+                                        'whitespace; word ids (0 padding, 1 out of vocabulary) post-padded '
+                                        'or truncated to max_length'}}
 
   def encode(self, texts: list[str]) -> np.ndarray:
     """Raw texts -> model inputs, for predict."""

@@ -3,6 +3,8 @@
 Every entry takes its output size as `num_classes` (plus whatever the dataset dictates, such as
 `vocab_size` for text) and follows one calling convention: `apply(variables, inputs, train=...)`.
 """
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from zoo.models.airbench import AirbenchNet
@@ -42,3 +44,18 @@ def create_model(name: str, compute_dtype: str = 'float32', tta_level: int = -1,
                      f'one of: {", ".join(with_dtype)}')
     dataset_kwargs['dtype'] = jnp.dtype(compute_dtype)
   return MODELS[name](**dataset_kwargs)
+
+
+def batchnorm_scopes(model: nn.Module, sample_inputs) -> frozenset[str]:
+  """The 'a/b' parameter paths of every `nn.BatchNorm` inside `model`, found by what each module
+  is (traced once, abstractly), not by what it is called: a BatchNorm given its own name counts."""
+  found = set()
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm):
+      found.add('/'.join(context.module.path))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), sample_inputs)
+  return frozenset(found)

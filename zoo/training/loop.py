@@ -16,9 +16,9 @@ import jax
 import numpy as np
 
 from zoo import checkpoints, reporting
-from zoo.data import open_dataset, pipeline
+from zoo.data import DESCRIPTION_FILE, open_dataset, pipeline
 from zoo.errors import ZooError
-from zoo.models import create_model
+from zoo.models import batchnorm_scopes, create_model
 from zoo.training import config as config_lib
 from zoo.training import feeds, steps
 from zoo.training.config import Config
@@ -74,9 +74,10 @@ def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, i
   get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it.
   """
   model = create_model(config.model, config.compute_dtype, config.tta_level, **dataset.model_kwargs())
-  tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()),
-                        frozen_after_epochs=getattr(model, 'frozen_after_epochs', ()))
   sample = pipeline.preprocess_for_eval(dataset, sample_inputs)
+  tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()),
+                        frozen_after_epochs=getattr(model, 'frozen_after_epochs', ()),
+                        batchnorm_scopes=batchnorm_scopes(model, sample))
   state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh, config.lookahead)
   if init_inputs is not None and hasattr(model, 'init_from_data'):
     params = model.init_from_data(jax.device_get(state.params), pipeline.preprocess_for_eval(dataset, init_inputs))
@@ -121,6 +122,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
                     init_inputs=train_split.inputs[:5000])
   if _is_chief():  # Only once every name and split has proven valid: a typo must not be recorded.
     config_lib.record(config, workdir)
+    if not (workdir / DESCRIPTION_FILE).exists():  # class names and input format, for `zoo.load`
+      reporting.write_json(workdir / DESCRIPTION_FILE, dataset.describe())
   metrics = steps.zero_metrics(mesh)
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
   if manager.latest_step() is not None:
@@ -224,7 +227,8 @@ def _open_trained(workdir: Path, data_dir):
 def evaluate(workdir, data_dir: str | None = None, split: str | None = None, step: int | None = None,
              **overrides) -> dict:
   """Evaluates a checkpoint of `workdir` with the config recorded there, but for `overrides` of
-  fields that change only the evaluation (`eval_batch_size`, `tta_level`); writes eval.json."""
+  fields that change only the evaluation (`eval_batch_size`, `tta_level`, recorded in eval.json) or
+  only its speed (`Config.RUNTIME_FIELDS`); writes eval.json."""
   workdir = Path(workdir)
   config, manager, dataset, mesh = _open_trained(workdir, data_dir)
   config = dataclasses.replace(config, **overrides)
@@ -236,23 +240,8 @@ def evaluate(workdir, data_dir: str | None = None, split: str | None = None, ste
   result = _summarise(feeds.create_eval(config, dataset, eval_split, mesh)(state))
   report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
             'accuracy': result['accuracy'], 'loss': result['loss'],
-            'dataset': config.dataset, 'model': config.model, **overrides}
+            'dataset': config.dataset, 'model': config.model,
+            **{k: v for k, v in overrides.items() if k not in Config.RUNTIME_FIELDS}}
   if _is_chief():
     reporting.write_json(workdir / reporting.EVAL_FILE, report)
   return report
-
-
-def predict(workdir, raw_inputs: list, data_dir: str | None = None) -> np.ndarray:
-  """Class probabilities (p(positive) for one-logit models) for raw inputs, e.g. texts."""
-  workdir = Path(workdir)
-  config, manager, dataset, mesh = _open_trained(workdir, data_dir)
-  if not hasattr(dataset, 'encode'):
-    raise ZooError(f'--mode=predict takes raw text; {config.dataset} has no text encoder')
-  inputs = dataset.encode(raw_inputs)
-  model, state = _build(config, dataset, inputs[:1], 1, mesh)
-  state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh))
-  variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats else {})}
-  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
-  if logits.shape[-1] == 1:
-    return np.asarray(jax.nn.sigmoid(logits[:, 0]))
-  return np.asarray(jax.nn.softmax(logits, axis=-1))

@@ -43,12 +43,14 @@ def _path_mask(params, paths):
   return jax.tree_util.tree_map_with_path(lambda path, _: _path_name(path) in paths, params)
 
 
-def _batchnorm_offsets(params):
-  """True for the `bias` of every Flax BatchNorm module (auto-named BatchNorm_<i>)."""
-  def is_offset(path, _):
-    names = _path_name(path).split('/')
-    return names[-1] == 'bias' and len(names) > 1 and names[-2].startswith('BatchNorm')
-  return jax.tree_util.tree_map_with_path(is_offset, params)
+def _offsets_of(batchnorm_scopes):
+  """A mask: True for the `bias` of every BatchNorm module at `batchnorm_scopes` ('a/b' paths)."""
+  def mask(params):
+    def is_offset(path, _):
+      names = _path_name(path).split('/')
+      return names[-1] == 'bias' and '/'.join(names[:-1]) in batchnorm_scopes
+    return jax.tree_util.tree_map_with_path(is_offset, params)
+  return mask
 
 
 def _stop_after(num_updates: int) -> optax.GradientTransformation:
@@ -56,17 +58,19 @@ def _stop_after(num_updates: int) -> optax.GradientTransformation:
   return optax.scale_by_schedule(lambda count: (count < num_updates).astype('float32'))
 
 
-def create_optimizer(config: Config, steps_per_epoch: int, frozen=(),
-                     frozen_after_epochs=()) -> optax.GradientTransformation:
+def create_optimizer(config: Config, steps_per_epoch: int, frozen=(), frozen_after_epochs=(),
+                     batchnorm_scopes=frozenset()) -> optax.GradientTransformation:
   """The config's optimizer. Parameters at the `frozen` paths ('module/name') never change; those
   in `frozen_after_epochs` ((path, epochs) pairs) stop after that many epochs (momentum and decay
-  included, as torch skips a parameter without gradient)."""
+  included, as torch skips a parameter without gradient). `batchnorm_scopes` are the paths of the
+  model's BatchNorm modules (`zoo.models.batchnorm_scopes`), whose offsets get `bias_lr_multiplier`."""
   opt = _base_optimizer(config, steps_per_epoch)
   if config.bias_lr_multiplier != 1.0:
     # airbench94's BatchNorm offsets: `bias_lr_multiplier` x the learning rate, the same decay per
     # step as the other weights (torch lr=64 lr, weight_decay=wd/64), i.e. the gradient scaled
     # before decay is added.
-    opt = optax.chain(optax.masked(optax.scale(config.bias_lr_multiplier), _batchnorm_offsets), opt)
+    opt = optax.chain(optax.masked(optax.scale(config.bias_lr_multiplier),
+                                   _offsets_of(frozenset(batchnorm_scopes))), opt)
   if frozen:
     opt = optax.chain(opt, optax.masked(optax.set_to_zero(), lambda params: _path_mask(params, frozen)))
   for path, epochs in frozen_after_epochs:
