@@ -33,7 +33,7 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)  # TFDS's INFO lines would bury the one line per split
   try:
     if not 0 <= FLAGS.jpeg_quality <= 95:
-      raise ZooError(f'--jpeg_quality={FLAGS.jpeg_quality}: pass 0 (lossless) or a quality from 1 to 95')
+      raise ZooError(f'--jpeg_quality={FLAGS.jpeg_quality} is out of range; pass 0 (lossless) or a quality from 1 to 95')
     from zoo.data import exported, sources, tfds_source
     for split in FLAGS.splits:
       arrays = tfds_source.load_split(FLAGS.dataset, split, FLAGS.data_dir)

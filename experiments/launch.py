@@ -158,7 +158,7 @@ def _start_distributed(jax) -> None:
   if all(v is None for v in given) and not _in_cluster():
     return
   if any(v is None for v in given) and not _in_cluster():
-    raise ZooError('--coordinator_address, --num_processes and --process_id go together: pass all three '
+    raise ZooError('--coordinator_address, --num_processes and --process_id go together; pass all three '
                    '(e.g. --coordinator_address=localhost:1234 --num_processes=2 --process_id=0)')
   if (FLAGS.accelerator == 'cpu' or os.environ.get('JAX_PLATFORMS') == 'cpu'):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU collectives across processes
@@ -229,7 +229,7 @@ def _exit_with(error: ZooError) -> None:
 def _inputs_from_stdin(flag: str, what: str) -> list[str]:
   """One input per non-empty line of standard input; a terminal there gets a hint, not a wait."""
   if sys.stdin is None or sys.stdin.isatty():
-    raise ZooError(f'--mode=predict needs {what}: pass {flag} (repeatable) or pipe them, one per line, '
+    raise ZooError(f'--mode=predict needs {what}; pass {flag} (repeatable) or pipe them, one per line, '
                    'on standard input')
   return [line.rstrip('\n') for line in sys.stdin if line.strip()]
 

@@ -34,10 +34,13 @@ def real_data_dir(dataset: str) -> str:
   return data_dir
 
 
-def assert_one_line_error(result, expected):
-  """The run failed with exactly one `error: ` line holding `expected`, and no traceback."""
-  assert result.returncode != 0
+def assert_one_line_error(result, problem: str, fix: str):
+  """The run exited with status 1 and exactly one `error: <problem>; <fix>` line, no traceback."""
+  assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1, result.stderr[-3000:]
-  assert expected in errors[0]
+  assert '; ' in errors[0], f'no "; <fix>" part: {errors[0]}'
+  named, remedy = errors[0].split('; ', 1)[0], errors[0].split('; ', 1)[1]
+  assert problem in errors[0], errors[0]
+  assert fix in remedy, f'{fix!r} not in the fix part of: {errors[0]}'

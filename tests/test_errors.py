@@ -12,19 +12,20 @@ from test_training import restore_plain
 SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40')
 
 
-@pytest.mark.parametrize('flags, expected, devices', [
-    (('--epochs=0',), '--epochs=0', 1),
-    (('--epochs=-3',), '--epochs=-3', 1),
-    (('--batch_size=15',), 'multiple of the device count (2)', 2),
-    (('--model=vgg',), "unknown model 'vgg'", 1),
-    (('--optimizer=lamb',), "unknown --optimizer='lamb'", 1),
-    (('--dataset=mnist',), "unknown dataset 'mnist'", 1),
-    (('--accelerator=gpu',), '--accelerator=gpu', 1),
-    (('--accelerator=tpu',), '--accelerator=tpu', 1),
+@pytest.mark.parametrize('flags, problem, fix, devices', [
+    (('--epochs=0',), '--epochs=0', 'pass --epochs=1 or more', 1),
+    (('--epochs=-3',), '--epochs=-3', 'pass --epochs=1 or more', 1),
+    (('--batch_size=15',), 'multiple of the device count (2)', 'pass e.g. --batch_size=14', 2),
+    (('--model=vgg',), "unknown model 'vgg'", 'choose one of: airbench, bilstm', 1),
+    (('--optimizer=lamb',), "unknown --optimizer='lamb'", 'choose one of: adam, adamw, sgd', 1),
+    (('--dataset=mnist',), "unknown dataset 'mnist'", 'choose one of: cifar10, imdb_reviews', 1),
+    (('--accelerator=gpu',), '--accelerator=gpu', 'or pass --accelerator=cpu', 1),
+    (('--accelerator=tpu',), '--accelerator=tpu', 'or pass --accelerator=cpu', 1),
+    (('--learning_rate=0',), '--learning_rate=0.0', 'pass a rate such as', 1),
 ])
-def test_bad_flags(tmp_path, flags, expected, devices):
+def test_bad_flags(tmp_path, flags, problem, fix, devices):
   result = run_experiment('cifar', f'--workdir={tmp_path / "w"}', *SMALL, *flags, devices=devices)
-  assert_one_line_error(result, expected)
+  assert_one_line_error(result, problem, fix)
   assert not (tmp_path / 'w' / 'config.json').exists()  # a typo is never recorded
 
 
@@ -32,30 +33,32 @@ def test_misspelt_split(tmp_path):
   data_dir = real_data_dir('cifar10')  # mock_data serves any split name
   result = run_experiment('cifar', f'--workdir={tmp_path}', f'--data_dir={data_dir}', '--eval_split=tset',
                           mock=False)
-  assert_one_line_error(result, "split 'tset'")
+  assert_one_line_error(result, "split 'tset'", 'slices such as "train[:90%]"')
 
 
 def test_no_data_and_no_network(tmp_path):
   result = run_experiment('cifar', f'--workdir={tmp_path / "w"}', f'--data_dir={tmp_path / "empty"}', mock=False)
-  assert_one_line_error(result, 'could not be downloaded')
+  assert_one_line_error(result, 'could not be downloaded', 'pass --data_dir=DIR holding a prepared copy')
 
 
 def test_eval_of_a_directory_that_is_no_workdir(tmp_path):
-  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}'), 'not a zoo workdir')
+  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}'), 'not a zoo workdir',
+                        'pass the --workdir of a training run')
 
 
 def test_eval_of_a_workdir_without_checkpoints(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'model': 'simple_cnn'}))
-  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}'), 'has no checkpoint')
+  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}'), 'has no checkpoint',
+                        'train first')
 
 
 def test_a_workdir_of_another_model_is_refused_and_kept(tmp_path):
   assert run_experiment('cifar', f'--workdir={tmp_path}', *SMALL).returncode == 0
   before = sorted(p.name for p in (tmp_path / 'checkpoints').iterdir())
   result = run_experiment('cifar', f'--workdir={tmp_path}', *SMALL, '--model=mlp')
-  assert_one_line_error(result, 'holds a cifar10/simple_cnn run')
+  assert_one_line_error(result, 'holds a cifar10/simple_cnn run', 'pass a new --workdir')
   eval_result = run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}', '--model=mlp')
-  assert_one_line_error(eval_result, 'contradicts')
+  assert_one_line_error(eval_result, 'contradicts', 'drop the flag or pass another --workdir')
   assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == before
   assert json.loads((tmp_path / 'config.json').read_text())['model'] == 'simple_cnn'
 
@@ -64,7 +67,7 @@ def test_a_diverging_run_stops_at_a_named_step_and_keeps_its_last_good_checkpoin
   flags = (f'--workdir={tmp_path}', '--epochs=3', '--batch_size=16', '--eval_batch_size=40',
            '--optimizer=sgd', '--checkpoint_every_steps=1', '--log_every_steps=1')
   result = run_experiment('cifar', *flags, '--learning_rate=1e12')
-  assert_one_line_error(result, 'NaN/inf by step')
+  assert_one_line_error(result, 'NaN/inf by step', 'Lower --learning_rate')
   stopped = int(re.search(r'by step (\d+)', result.stderr).group(1))
   kept = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
   assert all(step < stopped for step in kept)

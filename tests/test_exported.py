@@ -76,7 +76,7 @@ def test_cifar_trains_and_evaluates_without_tensorflow(tmp_path):
   assert last_json_line(evaluated.stdout)['num_examples'] == 32
   missing = run_without_tensorflow(tmp_path, 'experiments.cifar', *common[:2], '--eval_split=test',
                                    '--mode=eval')
-  assert_one_line_error(missing, "split 'test' of cifar10 is not exported")
+  assert_one_line_error(missing, "split 'test' of cifar10 is not exported", 'export it where TensorFlow is installed')
   assert 'have: train[64:96], train[:64]' in missing.stderr
 
 

@@ -24,10 +24,10 @@ def reference(tmp_path_factory):
   return workdir, train(workdir, *FLAGS)
 
 
-def start(workdir) -> subprocess.Popen:
+def start(workdir, *extra_flags) -> subprocess.Popen:
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='1', JAX_PLATFORMS='cpu', MOCK_EXAMPLES='96', TF_CPP_MIN_LOG_LEVEL='2')
   return subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'mock_experiment.py'), 'cifar',
-                           f'--workdir={workdir}', *FLAGS], cwd=ROOT, env=env,
+                           f'--workdir={workdir}', *FLAGS, *extra_flags], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -59,7 +59,7 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(reference, tmp_path):
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert process.returncode == -signal.SIGKILL
-  train(tmp_path, *FLAGS)
+  train(tmp_path, *FLAGS, resumes_from=saved_steps(tmp_path)[-1])
   assert_same_result(tmp_path, reference)
 
 
@@ -73,8 +73,25 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(reference, tmp_path):
   assert 'SIGTERM: saved step' in stderr
   stopped_at = saved_steps(tmp_path)[-1]
   assert stopped_at < 18
-  train(tmp_path, *FLAGS)
+  train(tmp_path, *FLAGS, resumes_from=stopped_at)
   assert_same_result(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_sigterm_after_an_epoch_without_evaluation_exits_cleanly(tmp_path):
+  """The summary names the last evaluated epoch; with none yet, it has no eval figures."""
+  process = start(tmp_path, '--eval_every_epochs=3')  # only the last epoch is evaluated
+  wait_for_step(process, tmp_path, 7)  # past epoch 1, which has a history entry without evaluation
+  process.send_signal(signal.SIGTERM)
+  stdout, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr[-3000:]
+  assert 'Traceback' not in stderr and 'SIGTERM: saved step' in stderr
+  stopped_at = saved_steps(tmp_path)[-1]
+  assert stopped_at < 18
+  summary = last_json_line(stdout)
+  assert summary['epochs'] == stopped_at // 6 and 'eval_accuracy' not in summary
+  history = train(tmp_path, *FLAGS, '--eval_every_epochs=3', resumes_from=stopped_at)
+  assert [('eval_accuracy' in h) for h in history] == [False, False, True]
 
 
 def damage(step_dir: Path) -> None:
@@ -94,7 +111,7 @@ def test_a_damaged_latest_checkpoint_falls_back_and_nothing_is_deleted(reference
   assert 'unreadable' in evaluation.stderr
   assert last_json_line(evaluation.stdout)['step'] == 17
   assert (workdir / 'checkpoints' / '18').exists()  # eval never touches the files
-  train(workdir, *FLAGS)  # resumes from 17, redoes step 18
+  train(workdir, *FLAGS, resumes_from=17)  # redoes step 18
   assert (workdir / 'checkpoints' / 'unreadable-18').is_dir()  # kept, renamed aside
   assert_same_result(workdir, reference)
 
@@ -107,7 +124,7 @@ def test_resume_from_an_epochs_last_checkpoint_is_bit_identical(reference, tmp_p
   for step_dir in (workdir / 'checkpoints').iterdir():  # as if killed right after epoch 1's save
     if step_dir.name.isdigit() and int(step_dir.name) > 6:
       shutil.rmtree(step_dir)
-  train(workdir, *FLAGS)
+  train(workdir, *FLAGS, resumes_from=6)
   assert_same_result(workdir, reference)
 
 

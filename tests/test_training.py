@@ -15,16 +15,22 @@ from zoo.models.cnn import SimpleCNN
 SMALL = ('--epochs=2', '--batch_size=16', '--eval_batch_size=40', '--log_every_steps=2')
 
 
-def train(workdir, *flags, devices=1):
+def train(workdir, *flags, devices=1, resumes_from: int | None = None):
+  """Trains through the command line; with `resumes_from`, asserts that the run went on from that
+  saved step (a rerun that trained again from step 0 fails here, even if it ends alike)."""
   result = run_experiment('cifar', f'--workdir={workdir}', *SMALL, *flags, devices=devices)
   assert result.returncode == 0, result.stderr[-3000:]
+  if resumes_from is not None:
+    assert f'Resuming from step {resumes_from} in' in result.stderr, result.stderr[-3000:]
+  else:
+    assert 'Resuming from step' not in result.stderr
   return json.loads((Path(workdir) / 'history.json').read_text())
 
 
 def restore_plain(workdir, step=None):
   """What README shows: plain orbax, no zoo code."""
   manager = ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints')
-  return manager.restore(step if step is not None else manager.latest_step())
+  return manager.restore(step if step is not None else manager.latest_step(), args=ocp.args.StandardRestore())
 
 
 def without_timings(history):
@@ -89,7 +95,7 @@ def test_resume_mid_epoch_finishes_bit_identical(trained, tmp_path):
     if step_dir.name.isdigit() and int(step_dir.name) > 8:
       shutil.rmtree(step_dir)
   (resumed / 'history.json').write_text(json.dumps(history[:1]))
-  resumed_history = train(resumed, '--checkpoint_every_steps=2', '--keep_checkpoints=20')
+  resumed_history = train(resumed, '--checkpoint_every_steps=2', '--keep_checkpoints=20', resumes_from=8)
   assert without_timings(resumed_history) == without_timings(history)
   jax.tree.map(np.testing.assert_array_equal, restore_plain(resumed)['params'], restore_plain(workdir)['params'])
 
@@ -106,13 +112,13 @@ def test_lookahead_and_alternating_flip_resume_bit_identical(tmp_path):
     if step_dir.name.isdigit() and int(step_dir.name) > 10:  # killed after step 10 (a lookahead sync: 8, 12)
       shutil.rmtree(step_dir)
   (resumed / 'history.json').write_text(json.dumps(history[:1]))
-  assert without_timings(train(resumed, *flags)) == without_timings(history)
+  assert without_timings(train(resumed, *flags, resumes_from=10)) == without_timings(history)
   jax.tree.map(np.testing.assert_array_equal, restore_plain(resumed), restore_plain(tmp_path / 'w'))
 
 
 def test_rerunning_a_finished_run_trains_nothing_more(trained):
   workdir, history = trained
-  assert without_timings(train(workdir, '--checkpoint_every_steps=2', '--keep_checkpoints=20')) == \
+  assert without_timings(train(workdir, '--checkpoint_every_steps=2', '--keep_checkpoints=20', resumes_from=12)) == \
       without_timings(history)
 
 
@@ -142,7 +148,7 @@ def test_device_held_data_trains_like_the_tf_data_pipeline(tmp_path, devices):
   held = train(tmp_path / 'device', *flags, '--input_pipeline=device', '--steps_per_dispatch=4', devices=devices)
   assert_trained_alike(tmp_path / 'device', held, tmp_path / 'tf_data', streamed)
   # The pipeline only changes speed: the workdir accepts the other one on resume.
-  assert train(tmp_path / 'device', *flags, '--input_pipeline=tf_data', devices=devices) == held
+  assert train(tmp_path / 'device', *flags, '--input_pipeline=tf_data', devices=devices, resumes_from=12) == held
 
 
 @pytest.mark.parametrize('before, after', [(2, 1), (1, 2)])
@@ -155,7 +161,7 @@ def test_resume_on_another_device_count(tmp_path, before, after):
     if step_dir.name.isdigit() and int(step_dir.name) > 8:
       shutil.rmtree(step_dir)
   (interrupted / 'history.json').write_text(json.dumps(json.loads((interrupted / 'history.json').read_text())[:1]))
-  resumed = train(interrupted, *flags, devices=after)
+  resumed = train(interrupted, *flags, devices=after, resumes_from=8)
   assert resumed[-1]['eval_loss'] == pytest.approx(reference[-1]['eval_loss'], rel=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                restore_plain(interrupted)['params'], restore_plain(tmp_path / 'reference')['params'])
@@ -168,9 +174,9 @@ def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
   assert result.returncode == 0, result.stderr[-3000:]
   assert last_json_line(result.stdout)['eval_batch_size'] == 32
   assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=0'),
-                        '--eval_batch_size=0 must be a positive multiple')
+                        '--eval_batch_size=0 is not a positive multiple', 'pass e.g. --eval_batch_size=1')
   assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--tta_level=1'),
-                        'simple_cnn has no test-time augmentation; drop the flag or use one of: airbench')
+                        'simple_cnn has no test-time augmentation', 'drop the flag or use one of: airbench')
 
 
 def test_a_two_device_checkpoint_evaluates_on_one_device(tmp_path):

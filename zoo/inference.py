@@ -127,7 +127,7 @@ class TrainedModel:
     """Class probabilities, float32 [N, len(class_names)], in jitted batches of `batch_size` (the
     last one padded, so that one compiled program serves every batch)."""
     if batch_size < 1:
-      raise ZooError(f'batch_size={batch_size} must be >= 1')
+      raise ZooError(f'batch_size={batch_size} is not positive; pass 1 or more')
     inputs = self.preprocess(raw)
     batch = min(batch_size, len(inputs)) or 1
     logits = []

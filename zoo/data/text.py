@@ -81,7 +81,8 @@ class ImdbReviews:
 
   def __init__(self, config: Config, data_dir: str | None, workdir=None):
     if not config.vocab_size or config.vocab_size < 3 or not config.max_length or config.max_length < 1:
-      raise ZooError('--vocab_size must be >= 3 (padding, OOV and at least one word) and --max_length >= 1')
+      raise ZooError(f'--vocab_size={config.vocab_size} or --max_length={config.max_length} is too small; pass '
+                     '--vocab_size >= 3 (padding, OOV and at least one word) and --max_length >= 1')
     self.config = config
     self.data_dir = data_dir
     self.workdir = Path(workdir) if workdir is not None else None

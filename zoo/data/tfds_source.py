@@ -40,7 +40,7 @@ def open_builder(name: str, data_dir: str | None):
       where = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
       raise ZooError(
           f'{name} is not prepared in {where} and could not be downloaded ({type(e).__name__}: {e}); '
-          'pass --data_dir=DIR holding a prepared copy (for example --data_dir=../shared/tfds), '
+          'pass --data_dir=DIR holding a prepared copy (a TFDS data directory where it was built), '
           'or run once with network access') from e
   return builder
 

@@ -67,33 +67,34 @@ class Config:
   def validate(self, device_count: int) -> None:
     """Raises ZooError naming the first field a run cannot use, and how to fix it."""
     if self.epochs <= 0:
-      raise ZooError(f'--epochs={self.epochs}: the number of epochs must be a positive integer')
+      raise ZooError(f'--epochs={self.epochs}: the number of epochs must be positive; pass --epochs=1 or more')
     for name in ('batch_size', 'eval_batch_size'):
       value = getattr(self, name)
       if value <= 0 or value % device_count:
-        raise ZooError(f'--{name}={value} must be a positive multiple of the device count '
-                       f'({device_count}): it is the global batch, split evenly over the devices')
+        raise ZooError(f'--{name}={value} is not a positive multiple of the device count ({device_count}), '
+                       f'and the global batch is split evenly over the devices; pass e.g. '
+                       f'--{name}={max(value // device_count, 1) * device_count}')
     if self.learning_rate <= 0:
-      raise ZooError(f'--learning_rate={self.learning_rate} must be positive')
+      raise ZooError(f'--learning_rate={self.learning_rate} is not positive; pass a rate such as --learning_rate=0.001')
     if self.input_pipeline not in ('auto', 'device', 'tf_data'):
-      raise ZooError(f'--input_pipeline={self.input_pipeline!r}: choose auto, device or tf_data')
+      raise ZooError(f'--input_pipeline={self.input_pipeline!r} is unknown; choose auto, device or tf_data')
     if not 0 <= self.crop_padding <= 16:
-      raise ZooError(f'--crop_padding={self.crop_padding} must be between 0 and 16 pixels')
+      raise ZooError(f'--crop_padding={self.crop_padding} is out of range; pass 0 to 16 pixels')
     if self.weight_decay_scope not in ('kernels', 'all'):
-      raise ZooError(f'--weight_decay_scope={self.weight_decay_scope!r}: choose kernels or all')
+      raise ZooError(f'--weight_decay_scope={self.weight_decay_scope!r} is unknown; choose kernels or all')
     if self.lookahead and (self.lookahead_every_steps < 1 or not 0 <= self.lookahead_decay <= 1):
-      raise ZooError('--lookahead needs --lookahead_every_steps >= 1 and 0 <= --lookahead_decay <= 1')
+      raise ZooError('--lookahead: the averaging settings are out of range; pass --lookahead_every_steps >= 1 and 0 <= --lookahead_decay <= 1')
     if self.eval_every_epochs < 1:
-      raise ZooError(f'--eval_every_epochs={self.eval_every_epochs} must be >= 1')
+      raise ZooError(f'--eval_every_epochs={self.eval_every_epochs} is not positive; pass 1 or more')
     if self.compute_dtype not in ('float32', 'bfloat16'):
-      raise ZooError(f'--compute_dtype={self.compute_dtype!r}: choose float32 or bfloat16')
+      raise ZooError(f'--compute_dtype={self.compute_dtype!r} is unknown; choose float32 or bfloat16')
     if self.tta_level not in (-1, 0, 1, 2):
-      raise ZooError(f'--tta_level={self.tta_level}: choose 0 (none), 1 (mirror), 2 (mirror + translations) '
+      raise ZooError(f'--tta_level={self.tta_level} is unknown; choose 0 (none), 1 (mirror), 2 (mirror + translations) '
                      'or -1 (the model\'s default)')
     if self.steps_per_dispatch < 1:
-      raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} must be >= 1')
+      raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} is not positive; pass 1 or more')
     if self.checkpoint_every_steps < 0:
-      raise ZooError('--checkpoint_every_steps must be >= 0 (0 checkpoints once per epoch)')
+      raise ZooError(f'--checkpoint_every_steps={self.checkpoint_every_steps} is negative; pass 0 (once per epoch) or a step count')
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
