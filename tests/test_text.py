@@ -35,6 +35,23 @@ def test_vocabulary_size_counts_padding_and_oov_and_keeps_the_most_frequent():
   np.testing.assert_array_equal(encode(tokenizer, ['d c b a']), [[1, 1, 3, 2, 0]])
 
 
+def test_only_process_0_learns_and_writes_the_vocabulary_the_others_wait_and_read(tmp_path, monkeypatch):
+  import threading
+  from zoo.training.config import Config
+  monkeypatch.setattr(jax, 'process_index', lambda: 1)  # this process is not process 0
+  dataset = text.ImdbReviews(Config(dataset='imdb_reviews', vocab_size=10, max_length=4), None, tmp_path)
+
+  def no_training_texts(split):
+    raise AssertionError('only process 0 reads the training split to learn the vocabulary')
+  monkeypatch.setattr(dataset, '_texts', no_training_texts)
+  written = threading.Timer(0.5, lambda: (tmp_path / text.VOCABULARY_FILE).write_text('deep\nlearning'))
+  written.start()  # process 0 writes the file a little later
+  tokenizer = dataset.tokenizer()
+  written.join()
+  assert text.words(tokenizer) == ['deep', 'learning']
+  assert sorted(p.name for p in tmp_path.iterdir()) == [text.VOCABULARY_FILE]  # nothing else written
+
+
 def test_saved_vocabulary_gives_the_same_ids():
   tokenizer = text.fit_tokenizer(np.array([t.encode() for t in SEED_TEXTS], dtype=object), 100, 6)
   reloaded = text.create_tokenizer(100, 6, text.words(tokenizer))
@@ -75,6 +92,11 @@ def test_imdb_train_eval_predict_round_trip_on_mock_data(tmp_path):
   rows = [json.loads(l) for l in lines]
   assert [r['text'] for r in rows] == ['good film', 'bad']
   assert all(0 <= r['p_positive'] <= 1 for r in rows)
+  assert [r['label'] for r in rows] == [('pos' if r['p_positive'] > 0.5 else 'neg') for r in rows]
+  import zoo  # the Python API gives the same probabilities, as [p(neg), p(pos)]
+  probabilities = zoo.load(tmp_path).predict(['good film', 'bad'])
+  np.testing.assert_allclose(probabilities[:, 1], [r['p_positive'] for r in rows], atol=1e-4)
+  assert zoo.load(tmp_path).class_names == ['neg', 'pos']
 
 
 @pytest.mark.slow

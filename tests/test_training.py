@@ -173,6 +173,11 @@ def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
   result = run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=32', '--deterministic')
   assert result.returncode == 0, result.stderr[-3000:]
   assert last_json_line(result.stdout)['eval_batch_size'] == 32
+  # Flags that cannot change the result (speed, logging, caches) are accepted, not refused.
+  fast = run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--input_pipeline=tf_data', '--split_cache=',
+                        '--notensorboard', '--compilation_cache=', '--log_every_steps=5', '--steps_per_dispatch=3')
+  assert fast.returncode == 0, fast.stderr[-3000:]
+  assert last_json_line(fast.stdout)['accuracy'] == pytest.approx(last_json_line(result.stdout)['accuracy'])
   assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=0'),
                         '--eval_batch_size=0 is not a positive multiple', 'pass e.g. --eval_batch_size=1')
   assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--tta_level=1'),

@@ -1,0 +1,212 @@
+"""A trained model from its workdir: `zoo.load`, `--mode=predict` on image files, `--help`."""
+import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import zoo
+from conftest import ROOT, assert_one_line_error, last_json_line, real_data_dir, run_experiment
+
+SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40', '--optimizer=sgd', '--learning_rate=0.05')
+
+
+def _train(workdir, *flags):
+  result = run_experiment('cifar', f'--workdir={workdir}', *SMALL, *flags)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def cnn(tmp_path_factory):
+  return _train(tmp_path_factory.mktemp('cnn') / 'w')
+
+
+def mock_split(name: str, split: str, monkeypatch) -> dict:
+  """The examples `tests/mock_experiment.py` runs on (mock_data is deterministic)."""
+  import tensorflow_datasets as tfds
+  from zoo.data import tfds_source
+  monkeypatch.setattr(tfds_source, '_online', lambda: True)  # mock_data replaces the download itself
+  with tfds.testing.mock_data(num_examples=96):
+    return tfds_source.load_split(name, split, None)
+
+
+def test_training_records_class_names_and_input_format(cnn):
+  description = json.loads((cnn / 'dataset.json').read_text())
+  assert description['dataset'] == 'cifar10'
+  assert len(description['class_names']) == 10  # mock metadata numbers them; real CIFAR-10 names them
+  assert description['inputs']['kind'] == 'image' and description['inputs']['shape'] == [32, 32, 3]
+
+
+@pytest.mark.parametrize('model', ['simple_cnn', 'resnet20'])
+def test_load_predicts_what_eval_mode_measures(tmp_path, model, monkeypatch):
+  workdir = _train(tmp_path / 'w', f'--model={model}') if model != 'simple_cnn' else _train(tmp_path / 'w')
+  evaluation = run_experiment('cifar', '--mode=eval', f'--workdir={workdir}')
+  assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+  report = last_json_line(evaluation.stdout)
+  trained = zoo.load(workdir)
+  assert trained.step == report['step'] and trained.config.model == model
+  assert ('batch_stats' in trained.variables) == (model == 'resnet20')
+  test = mock_split('cifar10', 'test', monkeypatch)
+  probabilities = trained.predict(test['image'], batch_size=32)  # 3 batches, the last one padded
+  assert probabilities.shape == (96, 10) and probabilities.dtype == np.float32
+  np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+  assert np.mean(probabilities.argmax(axis=1) == test['label']) == report['accuracy']
+  logits = trained.model.apply(trained.variables, trained.preprocess(test['image'][:8]), train=False)
+  np.testing.assert_allclose(jax.nn.softmax(logits), probabilities[:8], rtol=1e-4, atol=1e-6)
+
+
+def _images(folder: Path) -> list[Path]:
+  """Files of other sizes and modes than the training images: JPEG, PNG, grayscale, RGBA, palette."""
+  rng = np.random.default_rng(0)
+  folder.mkdir()
+  files = {'photo.jpg': Image.fromarray(rng.integers(0, 256, (48, 64, 3), np.uint8)),
+           'gray.png': Image.fromarray(rng.integers(0, 256, (20, 28), np.uint8)),
+           'logo.png': Image.fromarray(rng.integers(0, 256, (40, 30, 4), np.uint8), 'RGBA'),
+           'palette.gif': Image.fromarray(rng.integers(0, 256, (33, 33, 3), np.uint8)).convert('P'),
+           'exact.png': Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8))}
+  for name, image in files.items():
+    image.save(folder / name)
+  return [folder / name for name in files]
+
+
+def test_predict_classifies_image_files_of_any_size_and_mode(cnn, tmp_path):
+  files = _images(tmp_path / 'images')
+  result = run_experiment('cifar', '--mode=predict', f'--workdir={cnn}', *[f'--image={f}' for f in files])
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [json.loads(line) for line in result.stdout.splitlines()]
+  trained = zoo.load(cnn)
+  expected = trained.predict([str(f) for f in files])  # the same files through the Python API
+  assert [row['image'] for row in rows] == [str(f) for f in files]
+  for row, p in zip(rows, expected):
+    assert row['label'] == trained.class_names[int(p.argmax())] == row['top'][0][0]
+    assert row['p'] == row['top'][0][1] == pytest.approx(float(p.max()), abs=1e-4)
+    assert len(row['top']) == 3 and [q for _, q in row['top']] == sorted([q for _, q in row['top']], reverse=True)
+  # An array of the training size is taken as it is; the same image from its PNG file agrees.
+  exact = np.asarray(Image.open(files[-1]))
+  np.testing.assert_allclose(trained.predict(exact[None]), expected[-1:], rtol=1e-6)
+
+
+def test_predict_reads_paths_from_stdin_and_names_unreadable_files_after_the_rest(cnn, tmp_path):
+  files = _images(tmp_path / 'images')
+  (tmp_path / 'notes.txt').write_text('not an image')
+  paths = [files[0], tmp_path / 'missing.png', files[1], tmp_path / 'notes.txt']
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run([sys.executable, '-m', 'experiments.cifar', '--mode=predict', f'--workdir={cnn}'],
+                          input=''.join(f'{p}\n' for p in paths), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 1
+  assert [json.loads(line)['image'] for line in result.stdout.splitlines()] == [str(files[0]), str(files[1])]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 2 and 'missing.png' in errors[0] and 'notes.txt' in errors[1]
+  assert all('; pass a file Pillow opens' in line for line in errors) and 'Traceback' not in result.stderr
+
+
+def test_predict_with_a_terminal_and_no_images_says_how_instead_of_waiting(cnn):
+  main, terminal = pty.openpty()
+  try:
+    env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
+    result = subprocess.run([sys.executable, '-m', 'experiments.cifar', '--mode=predict', f'--workdir={cnn}'],
+                            stdin=terminal, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  finally:
+    os.close(main)
+    os.close(terminal)
+  assert_one_line_error(result, '--mode=predict needs image files', 'pass --image=FILE')
+
+
+def test_a_workdir_without_recorded_class_names_still_loads(cnn, tmp_path, caplog):
+  old = tmp_path / 'old'
+  shutil.copytree(cnn, old)
+  (old / 'dataset.json').unlink()  # as trained before the file was written
+  trained = zoo.load(old, data_dir=str(tmp_path / 'no_tfds_here'))
+  assert trained.class_names == [str(i) for i in range(10)]
+  assert sum('no dataset.json' in r.getMessage() for r in caplog.records) == 1
+  assert trained.predict(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 10)
+  if os.environ.get('TFDS_DATA_DIR') and (Path(os.environ['TFDS_DATA_DIR']) / 'cifar10').is_dir():
+    named = zoo.load(old, data_dir=os.environ['TFDS_DATA_DIR'])  # the prepared dataset's metadata
+    assert named.class_names[:2] == ['airplane', 'automobile']
+
+
+def test_load_names_what_is_wrong(cnn, tmp_path):
+  with pytest.raises(zoo.errors.ZooError, match='not a zoo workdir; pass the workdir of a training run'):
+    zoo.load(tmp_path)
+  with pytest.raises(zoo.errors.ZooError, match='has no checkpoint of step 5; saved steps: 6'):
+    zoo.load(cnn, step=5)
+  with pytest.raises(zoo.errors.ZooError, match='missing.png: cannot read it as an image'):
+    zoo.load(cnn).predict([tmp_path / 'missing.png'])
+  with pytest.raises(zoo.errors.ZooError, match='image arrays must be uint8'):
+    zoo.load(cnn).predict(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_plain_orbax_restores_a_checkpoint_without_warnings(cnn):
+  snippet = f"""
+import os
+import numpy as np
+import orbax.checkpoint as ocp
+from zoo.models.cnn import SimpleCNN
+manager = ocp.CheckpointManager(os.path.abspath({str(cnn / 'checkpoints')!r}))
+tree = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
+logits = SimpleCNN().apply({{'params': tree['params']}}, np.zeros((1, 32, 32, 3), np.float32))
+print(logits.shape)
+"""
+  result = subprocess.run([sys.executable, '-c', snippet], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == '(1, 10)'
+  assert 'WARNING' not in result.stderr and 'could not be restored' not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize('experiment, flags', [
+    ('cifar', ('--model', '--batch_size', '--learning_rate', '--image', '--mode', '--workdir', '--data_dir')),
+    ('imdb', ('--model', '--vocab_size', '--max_length', '--text', '--mode', '--workdir', '--data_dir')),
+])
+def test_help_lists_the_experiments_flags(experiment, flags):
+  result = subprocess.run([sys.executable, '-m', f'experiments.{experiment}', '--help'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode in (0, 1) and 'Traceback' not in result.stderr, result.stderr[-3000:]  # absl exits 1
+  for flag in flags:
+    assert f'  {flag}:' in result.stdout, flag
+  assert '--helpfull' in result.stdout
+
+
+@pytest.mark.slow
+def test_a_real_cifar10_model_loads_in_a_fresh_process_with_no_data_dir(tmp_path):
+  data_dir = real_data_dir('cifar10')
+  workdir = tmp_path / 'seed'
+  flags = (f'--workdir={workdir}', f'--data_dir={data_dir}', '--split_cache=')
+  trained = run_experiment('cifar', *flags, '--epochs=1', '--train_split=train[:3000]',
+                           '--eval_split=train[45000:45500]', mock=False)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  evaluation = run_experiment('cifar', '--mode=eval', *flags, mock=False)
+  assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+  from zoo.data import tfds_source
+  split = tfds_source.load_split('cifar10', 'train[45000:45500]', data_dir)
+  np.save(tmp_path / 'images.npy', split['image'])
+  np.save(tmp_path / 'labels.npy', split['label'])
+  script = f"""
+import json, numpy as np, zoo
+trained = zoo.load({str(workdir)!r})
+p = trained.predict(np.load({str(tmp_path / 'images.npy')!r}))
+print(json.dumps({{'shape': list(p.shape), 'names': trained.class_names,
+                  'accuracy': float(np.mean(p.argmax(1) == np.load({str(tmp_path / 'labels.npy')!r})))}}))
+"""
+  env = {k: v for k, v in os.environ.items() if k != 'TFDS_DATA_DIR'}
+  fresh = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, env=dict(env, JAX_PLATFORMS='cpu'),
+                         capture_output=True, text=True, timeout=120)
+  assert fresh.returncode == 0, fresh.stderr[-3000:]
+  result = last_json_line(fresh.stdout)
+  assert result['shape'] == [500, 10]
+  assert result['names'][:3] == ['airplane', 'automobile', 'bird']
+  assert result['accuracy'] == last_json_line(evaluation.stdout)['accuracy']
+  Image.fromarray(split['image'][0]).resize((96, 80)).save(tmp_path / 'cifar.png')
+  predicted = run_experiment('cifar', '--mode=predict', f'--workdir={workdir}', f'--image={tmp_path / "cifar.png"}',
+                             mock=False)
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  assert last_json_line(predicted.stdout)['label'] in result['names']
