@@ -1,4 +1,4 @@
-"""Training throughput of the zoo's models: `python -m experiments.benchmark [--data_dir=../shared/tfds]`.
+"""Training throughput of the zoo's models: `python -m experiments.benchmark [--data_dir=DIR]`.
 
 For each model: compile time, steady-state step time on a batch already on the devices, FLOPs per
 step (XLA's cost analysis of the compiled step), achieved GFLOP/s and its fraction of a measured

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU run (issue #4, item 5): the airbench recipe end to end twice in float32 and twice
+# One prepared GPU run: the airbench recipe end to end twice in float32 and twice
 # in bfloat16 (each second run, seed 1, loads its programs from the compilation cache: its epoch
 # times are compile-free), the time to 94% from each history, the benchmark, and (PARTS=ablations)
 # the recipe without each of three tricks, and in bfloat16, over SEEDS; (PARTS=determinism) seed 0
@@ -8,7 +8,7 @@
 # dir holding cifar10: TFDS-prepared (needs TensorFlow too) or exported by experiments.export_splits
 # (NumPy only), e.g. for a machine without TensorFlow:
 #
-#   python -m experiments.export_splits --data_dir=../shared/tfds --jpeg_quality=75 \
+#   python -m experiments.export_splits --data_dir=DIR --jpeg_quality=75 \
 #       --splits='train[:45000],train[45000:]' --out_dir=.gpu_data     # 23 MB, lossless
 #   DATA_DIR=.gpu_data [SPLITS=validation|test] [PARTS='timing benchmark determinism ablations'] [SEEDS='0 1 2'] \
 #       bash experiments/gpu_speedrun.sh

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The speed issue's measure: whole-process wall time of the seed recipe (2 epochs on train[:25000],
-# evaluation on train[45000:] after each, batch 32), the seed's Keras divided by the zoo, on this
-# machine. Runs are interleaved so that drift in the machine's speed hits both alike; each round is
-#   Keras | the zoo's first run (its compilation and split caches empty) | the zoo's rerun (warm).
+# The seed recipe against the seed's Keras code, whole process: wall time of 2 epochs on
+# train[:25000] with evaluation on train[45000:] after each, batch 32, imports, data loading and
+# compilation included; Keras divided by the zoo, on this machine. Runs are interleaved so that
+# drift in the machine's speed hits both alike; each round is
+#   Keras (experiments/keras_reference.py --model=cnn) | the zoo's first run (its compilation and
+#   split caches empty) | the zoo's rerun (both caches warm).
 #
-# Run:  bash experiments/seed_ratio.sh            (ROUNDS=4 by default; DATA_DIR=../shared/tfds)
-# Prints one line per round and the medians. Needs the Keras reference at ../shared/peers/.
+# Run:  DATA_DIR=/path/to/tfds bash experiments/seed_ratio.sh   (ROUNDS=4 by default; DATA_DIR
+#       defaults to $TFDS_DATA_DIR; it must hold the cifar10 train split)
+# Prints one line per round and the medians. Results: docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-4}
-DATA_DIR=${DATA_DIR:-../shared/tfds}
-KERAS=${KERAS:-../shared/peers/seed_keras_cifar.py}
+DATA_DIR=${DATA_DIR:-${TFDS_DATA_DIR:?set DATA_DIR (or TFDS_DATA_DIR) to a prepared TFDS directory}}
 PYTHON=${PYTHON:-python}
 SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
@@ -31,7 +33,8 @@ accuracy() {  # the eval accuracy in the last JSON line of a run's output
 : > "$SCRATCH/rounds"
 for round in $(seq 1 "$ROUNDS"); do
   rm -rf "$SCRATCH/compiled" "$SCRATCH/splits" "$SCRATCH"/w*
-  keras=$(timed keras $PYTHON "$KERAS" "$DATA_DIR" 2 32 'train[:25000]' 'train[45000:]')
+  keras=$(timed keras $PYTHON -m experiments.keras_reference --model=cnn "--data_dir=$DATA_DIR" --epochs=2 \
+          --batch_size=32 '--train_split=train[:25000]' '--eval_split=train[45000:]')
   first=$(timed first $PYTHON -m experiments.cifar "${ZOO_FLAGS[@]}" "--workdir=$SCRATCH/w1")
   rerun=$(timed rerun $PYTHON -m experiments.cifar "${ZOO_FLAGS[@]}" "--workdir=$SCRATCH/w2")
   echo "$keras $first $rerun" >> "$SCRATCH/rounds"
