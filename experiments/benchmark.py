@@ -1,7 +1,8 @@
 """Training throughput of the zoo's models: `python -m experiments.benchmark [--data_dir=DIR]`.
 
 For each model: compile time, steady-state step time on a batch already on the devices, FLOPs per
-step (XLA's cost analysis of the compiled step), achieved GFLOP/s and its fraction of a measured
+step (XLA's cost analysis of the lowered step, `steps.flops_per_step`: on GPUs the compiled
+program's analysis counts cuDNN convolutions as 0), achieved GFLOP/s and its fraction of a measured
 float32 matmul peak; the seed's Keras CNN measured in the same run for the ratio; and, with
 --data_dir, the step time through the real input pipeline against the on-device step time.
 Prints a Markdown table and one JSON line per row.
@@ -85,7 +86,10 @@ def main(argv):
         ratios = np.array(times[f'{kind}_pipeline_step_seconds']) / np.array(times['step_seconds'])
         row[f'{kind}_pipeline_overhead'] = float(np.median(ratios)) - 1  # per round: same machine state
     if name == 'simple_cnn' and FLAGS.keras:
-      row['keras_examples_per_second'] = benchmarking.measure_keras_seed_cnn(batch_size)
+      from zoo.data import tensorflow_import
+      tensorflow_import.tensorflow()  # before Keras: TensorFlow must leave the accelerators to JAX
+      from experiments import keras_reference
+      row['keras_examples_per_second'] = benchmarking.measure_keras_training(keras_reference.seed_cnn(), batch_size)
       row['speedup_over_keras'] = row['examples_per_second'] / row['keras_examples_per_second']
     rows.append(row)
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)

@@ -51,8 +51,9 @@ RECIPES = {
     'bilstm': dict(dataset='imdb_reviews', epochs=3, batch_size=64, vocab_size=20000, max_length=400),
 }
 
-_MARKUP = r'<br\s*/?>'  # zoo/data/text.py's standardisation
-_PUNCTUATION = '[%s]' % re.escape(string.punctuation)
+
+_MARKUP = r'<br\s*/?>'  # zoo/data/text.py's standardisation (the test checks they agree); not
+_PUNCTUATION = '[%s]' % re.escape(string.punctuation)  # imported from it, which hides GPUs from TF
 
 
 def standardize(texts):

@@ -130,7 +130,7 @@ def select_accelerator(name: str) -> None:
   if platforms:
     jax.config.update('jax_platforms', platforms)
   if FLAGS.compilation_cache:
-    # Measured: see README "Speed" (compiling is 3-4 s of a 2-epoch seed run on the 2-core CPU).
+    # A rerun loads its compiled steps instead of compiling them; measured in docs/performance.md.
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)

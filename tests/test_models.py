@@ -22,8 +22,8 @@ def test_simple_cnn_has_the_seeds_shape_and_parameter_count():
 
 
 def test_simple_cnn_computes_the_keras_models_logits_from_the_same_weights():
-  from zoo.benchmarking import seed_keras_cnn
-  keras_model = seed_keras_cnn()
+  from experiments.keras_reference import seed_cnn
+  keras_model = seed_cnn()
   params = SimpleCNN().init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
   order = ['Conv_0', 'Conv_1', 'Conv_2', 'Dense_0', 'Dense_1']
   keras_model.set_weights([np.asarray(params[name][part]) for name in order for part in ('kernel', 'bias')])

@@ -99,26 +99,11 @@ def feed_step_timer(config: Config, dataset, split: pipeline.ArraySplit, *, num_
   return lambda: _timed(run_steps, num_steps)
 
 
-def _keras():
-  """Keras through the one TensorFlow import that keeps TensorFlow off the accelerators."""
-  return tensorflow_import.tensorflow().keras
-
-
-def seed_keras_cnn():
-  """The seed's Keras CNN, layer for layer: the reference SimpleCNN is measured and tested against."""
-  layers, models = _keras().layers, _keras().models
-  return models.Sequential([
-      layers.Input((32, 32, 3)),
-      layers.Conv2D(32, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
-      layers.Conv2D(64, (3, 3), activation='relu'), layers.MaxPooling2D((2, 2)),
-      layers.Conv2D(64, (3, 3), activation='relu'), layers.Flatten(),
-      layers.Dense(64, activation='relu'), layers.Dense(10)])
-
-
-def measure_keras_seed_cnn(batch_size: int, *, num_steps: int = 200, warmup_steps: int = 20) -> float:
-  """Training images/s of the seed's own Keras CNN (same layers, Adam, from_logits loss)."""
+def measure_keras_training(model, batch_size: int, *, num_steps: int = 200, warmup_steps: int = 20) -> float:
+  """Training images/s of a Keras CIFAR-10 model (e.g. `experiments.keras_reference.seed_cnn()`),
+  compiled here as the seed compiles its CNN: Adam, from-logits cross-entropy. TensorFlow comes
+  through the one import that keeps it off the accelerators, where the zoo's JAX steps run."""
   tf = tensorflow_import.tensorflow()
-  model = seed_keras_cnn()
   model.compile(optimizer='adam', loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=['accuracy'])
   rng = np.random.default_rng(0)
