@@ -1,15 +1,14 @@
-"""CIFAR-10 image classification: `python -m experiments.cifar [--flagfile=experiments/recipes/...]`.
+"""CIFAR-10 image classification: `python -m experiments.cifar [--flagfile=experiments/recipes/cifar_*.flags]`.
 
-Defaults are the seed's recipe (SimpleCNN, Adam 1e-3, batch 32, 10 epochs). Recipes with their
-commands and measured results are in experiments/recipes/cifar_*.flags.
+`experiments.images` with CIFAR-10's defaults (the seed's recipe: SimpleCNN, Adam 1e-3, batch 32,
+10 epochs). Recipes with their commands and measured results are in experiments/recipes/cifar_*.flags;
+`--mode=predict --workdir=W --image=FILE` classifies image files.
 """
 from absl import app, flags
 
-from experiments import launch
-from zoo.training.config import Config
+from experiments import images, launch  # images defines the flags, with CIFAR-10's defaults
 
-launch.define_flags(Config(dataset='cifar10', model='simple_cnn', epochs=10, batch_size=32,
-                           optimizer='adam', learning_rate=1e-3))
+del images
 flags.adopt_module_key_flags(launch)  # --help lists the experiment's flags
 
 if __name__ == '__main__':

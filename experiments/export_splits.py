@@ -19,7 +19,7 @@ from absl import app, flags, logging
 
 from zoo.errors import ZooError
 
-flags.DEFINE_enum('dataset', 'cifar10', ['cifar10', 'imdb_reviews'], 'TFDS dataset to export.')
+flags.DEFINE_string('dataset', 'cifar10', 'TFDS dataset to export (an image or text classification dataset).')
 flags.DEFINE_list('splits', ['train', 'test'], 'Splits, TFDS slicing syntax allowed.')
 flags.DEFINE_string('data_dir', None, 'TFDS data directory to read (default: $TFDS_DATA_DIR).')
 flags.DEFINE_string('out_dir', None, 'Directory to write <dataset>/exported/<split>.npz into.', required=True)
@@ -41,7 +41,7 @@ def main(argv):
       path = exported.split_path(FLAGS.out_dir, FLAGS.dataset, split)
       meta = {'dataset': FLAGS.dataset, 'split': split, 'source': str(FLAGS.data_dir or 'TFDS default'),
               'examples': len(next(iter(arrays.values()))),
-              'class_names': sources.class_names(FLAGS.dataset, FLAGS.data_dir)}
+              'info': sources.dataset_info(FLAGS.dataset, FLAGS.data_dir).to_json()}
       exported.save(path, arrays, meta, jpeg_quality=FLAGS.jpeg_quality)
       print(json.dumps({**meta, 'path': str(path), 'megabytes': round(path.stat().st_size / 2**20, 1)}), flush=True)
   except ZooError as e:

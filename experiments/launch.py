@@ -24,7 +24,12 @@ from zoo.training.config import Config
 FLAGS = flags.FLAGS
 
 _HELP = {
-    'dataset': 'TFDS dataset name.',
+    'dataset': 'TFDS classification dataset name (e.g. mnist, fashion_mnist, cifar10, cifar100, svhn_cropped; '
+               'imdb_reviews, ag_news_subset, yelp_polarity_reviews); shape and classes from its metadata.',
+    'image_folder': 'Train on your own images: DIR/<split>/<class name>/<image file>, any format Pillow reads '
+                    '(replaces --dataset; splits are the subfolders, slicing such as "train[:90%]" works).',
+    'text_folder': 'Train on your own texts: DIR/<split>/<class name>/<file>.txt, UTF-8 (replaces --dataset).',
+    'image_size': 'Resize images to N x N (0: the dataset\'s own size; folders: 32).',
     'model': 'Model name from zoo.models.MODELS.',
     'epochs': 'Number of passes over --train_split.',
     'batch_size': 'Global batch size; must divide by the number of devices.',
@@ -112,11 +117,17 @@ def define_flags(defaults: Config) -> None:
 
 
 def config_from_flags() -> Config:
-  return Config(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)})
+  """The flags as a Config; a folder of your own files replaces the TFDS dataset."""
+  values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
+  if values['image_folder'] or values['text_folder']:
+    if FLAGS['dataset'].present:
+      raise ZooError(f'--dataset={FLAGS.dataset} and a folder were both given; pass one of them')
+    values['dataset'] = ''
+  return Config(**values)
 
 
 def _workdir() -> Path:
-  return Path(FLAGS.workdir or f'workdirs/{FLAGS.dataset}_{FLAGS.model}')
+  return Path(FLAGS.workdir or f'workdirs/{config_from_flags().data_name}_{FLAGS.model}')
 
 
 def select_accelerator(name: str) -> None:
@@ -243,7 +254,7 @@ def _predict(workdir: Path) -> None:
   names = trained.class_names
   if trained.kind == 'text':
     if FLAGS.image:
-      raise ZooError(f'--image: {workdir} holds a text model ({trained.config.dataset}); pass --text instead')
+      raise ZooError(f'--image: {workdir} holds a text model ({trained.config.data_name}); pass --text instead')
     texts = FLAGS.text or _inputs_from_stdin('--text="..."', 'texts')
     for text, p in zip(texts, trained.predict(texts)):
       row = {'text': text, 'label': names[int(p.argmax())]}
@@ -254,7 +265,7 @@ def _predict(workdir: Path) -> None:
       print(json.dumps(row), flush=True)
     return
   if FLAGS.text:
-    raise ZooError(f'--text: {workdir} holds an image model ({trained.config.dataset}); pass --image instead')
+    raise ZooError(f'--text: {workdir} holds an image model ({trained.config.data_name}); pass --image instead')
   paths = FLAGS.image or _inputs_from_stdin('--image=FILE', 'image files')
   readable, images, failures = [], [], []
   for path in paths:

@@ -16,54 +16,18 @@ import jax
 import numpy as np
 
 from zoo import checkpoints
-from zoo.data import DESCRIPTION_FILE, open_dataset
+from zoo.data import DESCRIPTION_FILE, images, open_dataset
+from zoo.data.sources import DatasetInfo
 from zoo.errors import ZooError
 from zoo.models import create_model
 from zoo.training import config as config_lib
 
 log = logging.getLogger('zoo')
 
-# How an image of another size becomes the training size: Pillow's bicubic filter, which also
-# low-passes (antialiases) when it shrinks, as a photo going down to 32x32 needs.
-RESIZE_FILTER = 'bicubic'
-
-
-def _image_from(source):
-  """A PIL image from a path or a PIL image; one clear error for a missing or unreadable file."""
-  from PIL import Image, ImageOps
-  if isinstance(source, Image.Image):
-    return source
-  try:
-    with Image.open(source) as image:
-      image.load()
-      return ImageOps.exif_transpose(image)  # photos: upright as the camera meant them
-  except (OSError, ValueError) as e:  # missing file, not an image, truncated: all say the same
-    reason = 'no such file' if isinstance(e, FileNotFoundError) else f'{type(e).__name__}: {e}'
-    raise ZooError(f'{source}: cannot read it as an image ({reason}); pass a file Pillow opens '
-                   '(PNG, JPEG, GIF, BMP, WebP, TIFF, ...)') from e
-
-
-def image_to_array(image, shape: Sequence[int]) -> np.ndarray:
-  """A PIL image of any size and mode -> uint8 [height, width, channels] of the training format.
-
-  Transparent pixels (RGBA, LA, palette with transparency) are composited over white, as a viewer
-  shows them; then the image is converted to RGB (or L for one channel) and resized with
-  `RESIZE_FILTER` when its size differs."""
-  from PIL import Image
-  height, width, channels = shape
-  if image.mode in ('RGBA', 'LA', 'PA') or (image.mode == 'P' and 'transparency' in image.info):
-    image = image.convert('RGBA')
-    image = Image.alpha_composite(Image.new('RGBA', image.size, (255, 255, 255, 255)), image)
-  image = image.convert('L' if channels == 1 else 'RGB')
-  if image.size != (width, height):
-    image = image.resize((width, height), Image.Resampling.BICUBIC)
-  array = np.asarray(image, np.uint8)
-  return array[..., None] if channels == 1 else array
-
-
 def read_image(source, shape: Sequence[int]) -> np.ndarray:
-  """A path or PIL image -> uint8 [height, width, channels] in the training format."""
-  return image_to_array(_image_from(source), shape)
+  """A path or PIL image -> uint8 [height, width, channels] in the training format (alpha over
+  white, RGB or L, Pillow's bicubic resize: `zoo.data.images.to_array`)."""
+  return images.to_array(images.open_image(source), shape)
 
 
 class TrainedModel:
@@ -94,7 +58,7 @@ class TrainedModel:
     """Raw inputs -> model inputs.
 
     Images: a uint8 array [N, H, W, C], or a list of file paths or PIL images of any size and mode
-    (see `image_to_array`). Texts: a list of str, through the workdir's vocabulary. A single path,
+    (see `read_image`). Texts: a list of str, through the workdir's vocabulary. A single path,
     PIL image or str is taken as a list of one."""
     if self.kind == 'text':
       texts = [raw] if isinstance(raw, str) else list(raw)
@@ -111,13 +75,11 @@ class TrainedModel:
                        f'{list(raw.shape)}; scale floats in [0, 1] by 255 and cast to uint8')
       if raw.shape[1:] == shape:
         return raw
-      from PIL import Image
-      raw = [Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image)
-             for image in raw]
-    elif isinstance(raw, (str, Path)) or hasattr(raw, 'convert'):
+      return images.resize_all(raw if raw.ndim == 4 else raw[..., None], shape)
+    if isinstance(raw, (str, Path)) or hasattr(raw, 'convert'):
       raw = [raw]
-    images = [read_image(source, shape) for source in raw]
-    return np.stack(images) if images else np.zeros((0, *shape), np.uint8)
+    arrays = [read_image(source, shape) for source in raw]
+    return np.stack(arrays) if arrays else np.zeros((0, *shape), np.uint8)
 
   @functools.cached_property
   def _logits(self):
@@ -148,19 +110,18 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
   return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
-def _description(workdir: Path, dataset, num_classes: int) -> dict:
-  """`dataset.json`, or for a workdir trained before it was written, the dataset's own description
-  with class names from TFDS's metadata where they are there, else numbered."""
+def _description(workdir: Path, config, data_dir) -> dict:
+  """`dataset.json`, or for a workdir trained before it was written, the dataset's description from
+  TFDS's metadata, with numbered class names where it has no names."""
   path = workdir / DESCRIPTION_FILE
   if path.exists():
     return json.loads(path.read_text())
-  description = dataset.describe()
-  names = description.get('class_names')
-  if not names or all(name == str(i) for i, name in enumerate(names)):
-    description['class_names'] = [str(i) for i in range(num_classes)]
+  description = open_dataset(config, data_dir, workdir).describe()
+  names = description['class_names']
+  if all(name == str(i) for i, name in enumerate(names)):
     log.warning('%s has no %s and TFDS gives no class names here: classes are numbered 0..%d; pass '
                 'data_dir= (--data_dir) holding the prepared %s to name them', workdir, DESCRIPTION_FILE,
-                num_classes - 1, dataset.name)
+                len(names) - 1, config.data_name)
   return description
 
 
@@ -172,10 +133,10 @@ def load(workdir, step: int | None = None, data_dir: str | None = None) -> Train
   if config is None:
     raise ZooError(f'{workdir} has no {config_lib.CONFIG_FILE}: it is not a zoo workdir; pass the '
                    'workdir of a training run')
-  dataset = open_dataset(config, data_dir, workdir)
-  kwargs = dataset.model_kwargs()
-  model = create_model(config.model, config.compute_dtype, config.tta_level, **kwargs)
-  description = _description(workdir, dataset, max(kwargs['num_classes'], 2))
+  description = _description(workdir, config, data_dir)
+  info = DatasetInfo.from_json(description['info']) if 'info' in description else None
+  dataset = open_dataset(config, data_dir, workdir, info=info)
+  model = create_model(config.model, config.compute_dtype, config.tta_level, **dataset.model_kwargs())
   if description['inputs']['kind'] == 'text' and not (workdir / description['inputs']['vocabulary']).exists():
     raise ZooError(f'{workdir} has no {description["inputs"]["vocabulary"]}: the vocabulary the model was '
                    'trained with is lost; train again in a new workdir')

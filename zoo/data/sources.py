@@ -10,6 +10,7 @@ example count matches the prepared metadata is written: `tfds.testing.mock_data`
 examples whatever the directory, and they must neither be cached nor be answered with cached real
 ones.
 """
+import dataclasses
 import hashlib
 import json
 import logging
@@ -46,19 +47,60 @@ def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '')
   return arrays
 
 
-def class_names(name: str, data_dir: str | None) -> list[str] | None:
-  """The label names of dataset `name`: from an exported split's metadata, else from TFDS's (the
-  prepared dataset's `ClassLabel`); None when neither can be read here."""
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a classification dataset is: its input and label features, class names, image shape."""
+  name: str
+  kind: str                      # 'image' or 'text'
+  input_key: str                 # e.g. 'image', 'text', 'description' (AG News)
+  label_key: str = 'label'
+  class_names: tuple = ()
+  image_shape: tuple | None = None  # (height, width, channels); None for text
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, values: dict) -> 'DatasetInfo':
+    return cls(**{**values, 'class_names': tuple(values['class_names']),
+                  'image_shape': tuple(values['image_shape']) if values.get('image_shape') else None})
+
+
+def dataset_info(name: str, data_dir: str | None) -> DatasetInfo:
+  """The dataset's description: from an exported split's metadata (no TFDS needed), else from
+  TFDS's (the prepared dataset's, or the builder code's), which must show one image or text input
+  and a `ClassLabel`."""
   if data_dir is not None:
     folder = exported.split_path(data_dir, name, 'any').parent
     for path in sorted(folder.glob('*.npz')) if folder.is_dir() else ():
-      if exported.meta(path).get('class_names'):
-        return list(exported.meta(path)['class_names'])
+      if 'info' in exported.meta(path):
+        return DatasetInfo.from_json(exported.meta(path)['info'])
   try:
     import tensorflow_datasets as tfds
-    return [str(n) for n in tfds.builder(name, data_dir=data_dir).info.features['label'].names]
-  except Exception:  # TFDS missing, dataset unknown to it, metadata unreadable: no names
-    return None
+  except ImportError as e:
+    raise ZooError(f'{name} has no exported split with its metadata in {data_dir} and TFDS cannot be '
+                   f'imported ({e}); install tensorflow-datasets or export the splits with the current '
+                   'experiments.export_splits') from e
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ZooError(f'unknown dataset {name!r}: TFDS has no dataset of that name; pass a TFDS name such as '
+                   'mnist, fashion_mnist, cifar10, cifar100, svhn_cropped, imdb_reviews or ag_news_subset '
+                   '(or your own files: --image_folder / --text_folder)') from e
+  features = builder.info.features
+  keys = builder.info.supervised_keys or ()
+  labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+  inputs = [k for k, f in features.items() if isinstance(f, (tfds.features.Image, tfds.features.Text))]
+  input_key = keys[0] if len(keys) == 2 and isinstance(keys[0], str) else (inputs[0] if len(inputs) == 1 else None)
+  label_key = keys[1] if len(keys) == 2 and isinstance(keys[1], str) else (labels[0] if len(labels) == 1 else None)
+  if input_key not in inputs or label_key not in labels:
+    raise ZooError(f'{name} is not an image or text classification dataset here (features: '
+                   f'{", ".join(f"{k}: {type(f).__name__}" for k, f in features.items())}); pass one with an '
+                   'image or text input and a ClassLabel')
+  feature, label = features[input_key], features[label_key]
+  if isinstance(feature, tfds.features.Image):
+    return DatasetInfo(name, 'image', input_key, label_key, tuple(str(n) for n in label.names), tuple(feature.shape))
+  return DatasetInfo(name, 'text', input_key, label_key, tuple(str(n) for n in label.names))
 
 
 def _load_from_tfds(name: str, split: str, data_dir: str | None) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""IMDB reviews from TFDS, tokenized once with Keras `TextVectorization` (the seed's semantics).
+"""Text classification data (IMDB reviews, AG News, Yelp, a folder of your own .txt files),
+tokenized once with Keras `TextVectorization` (the seed's semantics).
 
 The seed's `Tokenizer(num_words, oov_token)` + `pad_sequences(padding='post', truncating='post')`:
 lowercase, punctuation (and IMDB's `<br />` markup) stripped, split on whitespace, the
@@ -12,14 +13,15 @@ import re
 import string
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
 
-from zoo.data import sources, tensorflow_import
+from zoo.data import tensorflow_import
 from zoo.data.pipeline import ArraySplit
+from zoo.data.sources import DatasetInfo
 from zoo.errors import ZooError
-from zoo.training.config import Config
 
 tf = tensorflow_import.tensorflow()  # the tokenizer is TensorFlow: imported with this module
 
@@ -74,22 +76,29 @@ def _wait_for(path: Path, timeout: float = VOCABULARY_WAIT_SECONDS) -> None:
     time.sleep(0.2)
 
 
-class ImdbReviews:
-  name = 'imdb_reviews'
+class TextDataset:
+  """Texts and integer labels of one source (a TFDS text classification dataset by name, or a folder
+  of .txt files), tokenized once. Two classes are one logit (sigmoid); more get one logit each.
+
+  `read_split(split) -> {'text': bytes [N], 'label': int [N]}`."""
+  kind = 'text'
   noise_per_example = 0  # no augmentation
   alternating_noise_columns = ()
 
-  def __init__(self, config: Config, data_dir: str | None, workdir=None):
-    if not config.vocab_size or config.vocab_size < 3 or not config.max_length or config.max_length < 1:
-      raise ZooError(f'--vocab_size={config.vocab_size} or --max_length={config.max_length} is too small; pass '
+  def __init__(self, info: DatasetInfo, read_split: Callable[[str], dict], *, vocab_size: int | None,
+               max_length: int | None, train_split: str, workdir=None, source: str = 'tfds'):
+    if not vocab_size or vocab_size < 3 or not max_length or max_length < 1:
+      raise ZooError(f'--vocab_size={vocab_size} or --max_length={max_length} is too small; pass '
                      '--vocab_size >= 3 (padding, OOV and at least one word) and --max_length >= 1')
-    self.config = config
-    self.data_dir = data_dir
+    self.info, self.name, self.source = info, info.name, source
+    self.class_names = list(info.class_names)
+    self.vocab_size, self.max_length, self.train_split = vocab_size, max_length, train_split
     self.workdir = Path(workdir) if workdir is not None else None
+    self._read_split = read_split
     self._tokenizer = None
 
   def model_kwargs(self) -> dict:
-    return {'vocab_size': self.config.vocab_size, 'num_classes': 1}
+    return {'vocab_size': self.vocab_size, 'num_classes': 1 if len(self.class_names) == 2 else len(self.class_names)}
 
   def tokenizer(self):
     """The workdir's vocabulary if it has one, else learned from the training split.
@@ -102,10 +111,10 @@ class ImdbReviews:
         _wait_for(path)
       if path and path.exists():
         vocabulary = path.read_text(encoding='utf-8').split('\n')
-        self._tokenizer = create_tokenizer(self.config.vocab_size, self.config.max_length, vocabulary)
+        self._tokenizer = create_tokenizer(self.vocab_size, self.max_length, vocabulary)
       else:
-        texts = self._texts(self.config.train_split)
-        self._tokenizer = fit_tokenizer(texts, self.config.vocab_size, self.config.max_length)
+        texts = self._texts(self.train_split)
+        self._tokenizer = fit_tokenizer(texts, self.vocab_size, self.max_length)
         if path:
           path.parent.mkdir(parents=True, exist_ok=True)
           tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
@@ -114,17 +123,18 @@ class ImdbReviews:
     return self._tokenizer
 
   def _texts(self, split: str) -> np.ndarray:
-    return sources.load_split(self.name, split, self.data_dir, self.config.split_cache)['text']
+    return self._read_split(split)['text']
 
   def load(self, split: str) -> ArraySplit:
-    arrays = sources.load_split(self.name, split, self.data_dir, self.config.split_cache)
+    arrays = self._read_split(split)
     return ArraySplit(inputs=tokenize(self.tokenizer(), arrays['text']), labels=arrays['label'].astype(np.int32))
 
   def describe(self) -> dict:
     """What a trained model needs to be used without this code's data: kept in the workdir."""
-    return {'dataset': self.name, 'class_names': sources.class_names(self.name, self.data_dir),
-            'inputs': {'kind': 'text', 'vocabulary': VOCABULARY_FILE, 'vocab_size': self.config.vocab_size,
-                       'max_length': self.config.max_length,
+    return {'dataset': self.name, 'source': self.source, 'class_names': self.class_names,
+            'info': self.info.to_json(),
+            'inputs': {'kind': 'text', 'vocabulary': VOCABULARY_FILE, 'vocab_size': self.vocab_size,
+                       'max_length': self.max_length,
                        'preprocessing': 'lowercased; <br /> markup and punctuation removed; split on '
                                         'whitespace; word ids (0 padding, 1 out of vocabulary) post-padded '
                                         'or truncated to max_length'}}
@@ -133,7 +143,7 @@ class ImdbReviews:
     """Raw texts -> model inputs, for predict."""
     return tokenize(self.tokenizer(), [t.encode('utf-8') for t in texts])
 
-  def preprocess(self, tokens: tf.Tensor, noise) -> tf.Tensor:
+  def preprocess(self, tokens, noise):
     return tokens
 
   def preprocess_on_device(self, tokens, noise):

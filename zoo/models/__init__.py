@@ -23,6 +23,22 @@ MODELS = {
 }
 
 
+def check_input(name: str, kind: str, image_shape=None) -> None:
+  """Raises ZooError when model `name` cannot take the dataset's inputs (images or token ids, and
+  for images their size). An unknown name passes: `create_model` names the known ones."""
+  if name not in MODELS:
+    return
+  model = MODELS[name]
+  if model.input_kind != kind:
+    fitting = sorted(n for n, m in MODELS.items() if m.input_kind == kind)
+    raise ZooError(f'--model={name} takes {"token ids (text)" if model.input_kind == "text" else "images"}, '
+                   f'not {kind}s; for this dataset choose one of: {", ".join(fitting)}')
+  smallest = getattr(model, 'min_image_size', 1)
+  if image_shape is not None and min(image_shape[:2]) < smallest:
+    raise ZooError(f'--model={name} needs images of at least {smallest}x{smallest} pixels, not '
+                   f'{image_shape[1]}x{image_shape[0]}; pass --image_size={smallest} or more, or another model')
+
+
 def create_model(name: str, compute_dtype: str = 'float32', tta_level: int = -1, **dataset_kwargs):
   """Builds registry entry `name`; unknown names raise ZooError (a ValueError) listing the known ones.
 

@@ -61,7 +61,11 @@ def whitening_kernel(images: np.ndarray, eps: float = 5e-4) -> np.ndarray:
 
 
 def normalize(images):
-  return (images - CIFAR_MEAN) / CIFAR_STD
+  """CIFAR-10's per-channel statistics for RGB; other channel counts (MNIST's one) are centred on
+  0.5 and scaled by 4, which the whitening layer that follows rescales anyway."""
+  if images.shape[-1] == 3:
+    return (images - CIFAR_MEAN) / CIFAR_STD
+  return (images - 0.5) / 0.25
 
 
 class ConvGroup(nn.Module):
@@ -79,6 +83,8 @@ class ConvGroup(nn.Module):
 
 
 class AirbenchNet(nn.Module):
+  input_kind = 'image'  # any channel count
+  min_image_size = 9  # the 2x2 whitening conv, then three 2x2 poolings
   num_classes: int = 10
   widths: Sequence[int] = (64, 256, 256)
   output_scale: float = 1 / 9

@@ -73,10 +73,13 @@ def max_pool_2x2(x):
 class SimpleCNN(nn.Module):
   """The seed's Keras CNN, layer for layer: Conv32-pool-Conv64-pool-Conv64-Dense64-Dense10.
 
-  122,570 parameters; given the same weights it computes the same logits as the Keras model
-  (channels-last flatten order included).
+  122,570 parameters on CIFAR-10; given the same weights it computes the same logits as the Keras
+  model (channels-last flatten order included). Any image size from 18 pixels and any channel
+  count: the flattened features grow with the image.
   """
   num_classes: int = 10
+  input_kind = 'image'
+  min_image_size = 18  # three VALID 3x3 convs and two 2x2 poolings leave at least 1x1
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -114,9 +117,11 @@ class ResidualBlock(nn.Module):
 class ResNet(nn.Module):
   """CIFAR ResNet (He et al. 2016, section 4.2): 6n+2 layers in three stages of widths w, 2w, 4w.
 
-  `ResNet(blocks_per_stage=3)` is ResNet-20 (0.27 M parameters).
+  `ResNet(blocks_per_stage=3)` is ResNet-20 (0.27 M parameters). Any image size and channel count
+  (global average pooling at the end).
   """
   num_classes: int = 10
+  input_kind = 'image'
   blocks_per_stage: int = 3
   widths: Sequence[int] = (16, 32, 64)
 

@@ -18,6 +18,7 @@ class LSTMClassifier(nn.Module):
   """The seed's network: Embedding(vocab, 16) -> LSTM(32) -> Dense(1)."""
   vocab_size: int
   num_classes: int = 1
+  input_kind = 'text'
   embed_dim: int = 16
   hidden_size: int = 32
 
@@ -38,6 +39,7 @@ class BiLSTMClassifier(nn.Module):
   """
   vocab_size: int
   num_classes: int = 1
+  input_kind = 'text'
   embed_dim: int = 128
   hidden_size: int = 64
   dropout_rate: float = 0.4

@@ -7,6 +7,7 @@ import flax.linen as nn
 class MLP(nn.Module):
   """Dense-ReLU layers of `hidden_sizes`, dropout between them, then a linear classifier."""
   num_classes: int = 10
+  input_kind = 'image'  # flattened: any size and channel count
   hidden_sizes: Sequence[int] = (512, 256)
   dropout_rate: float = 0.2
 

@@ -15,7 +15,10 @@ CONFIG_FILE = 'config.json'
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  dataset: str = 'cifar10'
+  dataset: str = 'cifar10'       # a TFDS image or text classification dataset; '' with a folder below
+  image_folder: str = ''         # your own images: <image_folder>/<split>/<class name>/<image file>
+  text_folder: str = ''          # your own texts: <text_folder>/<split>/<class name>/<file>.txt
+  image_size: int = 0            # images resized to image_size x image_size; 0: the dataset's (folders: 32)
   model: str = 'simple_cnn'
   epochs: int = 10
   batch_size: int = 32           # global: split evenly over every device of every process
@@ -64,8 +67,20 @@ class Config:
   # Fields that only change how fast a run goes, never its results.
   RUNTIME_FIELDS = ('input_pipeline', 'steps_per_dispatch', 'eval_every_epochs', 'split_cache', 'tensorboard')
 
+  @property
+  def data_name(self) -> str:
+    """The TFDS dataset's name, or the folder's."""
+    folder = self.image_folder or self.text_folder
+    return Path(folder).expanduser().resolve().name if folder else self.dataset
+
   def validate(self, device_count: int) -> None:
     """Raises ZooError naming the first field a run cannot use, and how to fix it."""
+    if self.image_folder and self.text_folder:
+      raise ZooError('--image_folder and --text_folder were both given; pass the one your files are')
+    if not (self.dataset or self.image_folder or self.text_folder):
+      raise ZooError('no data given; pass --dataset=NAME (TFDS) or --image_folder=DIR / --text_folder=DIR')
+    if self.image_size < 0 or 0 < self.image_size < 8:
+      raise ZooError(f'--image_size={self.image_size} is too small; pass 8 or more, or 0 for the dataset\'s size')
     if self.epochs <= 0:
       raise ZooError(f'--epochs={self.epochs}: the number of epochs must be positive; pass --epochs=1 or more')
     for name in ('batch_size', 'eval_batch_size'):
@@ -131,9 +146,9 @@ def check_resumable(config: Config, workdir: Path) -> None:
   differences = [f'{f.name}: {getattr(recorded, f.name)!r} recorded, {getattr(config, f.name)!r} asked'
                  for f in dataclasses.fields(Config)
                  if f.name not in Config.RUNTIME_FIELDS and getattr(recorded, f.name) != getattr(config, f.name)]
-  if recorded.model != config.model or recorded.dataset != config.dataset:
-    raise ZooError(f'{workdir} holds a {recorded.dataset}/{recorded.model} run, not '
-                   f'{config.dataset}/{config.model}; pass a new --workdir for this run')
+  if recorded.model != config.model or recorded.data_name != config.data_name:
+    raise ZooError(f'{workdir} holds a {recorded.data_name}/{recorded.model} run, not '
+                   f'{config.data_name}/{config.model}; pass a new --workdir for this run')
   if differences:
     raise ZooError(f'{workdir} was started with other settings ({"; ".join(differences)}); '
                    'rerun with the recorded flags to resume, or pass a new --workdir')

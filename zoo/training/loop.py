@@ -18,7 +18,7 @@ import numpy as np
 from zoo import checkpoints, reporting
 from zoo.data import DESCRIPTION_FILE, open_dataset, pipeline
 from zoo.errors import ZooError
-from zoo.models import batchnorm_scopes, create_model
+from zoo.models import batchnorm_scopes, check_input, create_model
 from zoo.training import config as config_lib
 from zoo.training import feeds, steps
 from zoo.training.config import Config
@@ -73,6 +73,7 @@ def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, i
   Models with a data-dependent initialisation (`init_from_data`, e.g. airbench's whitening layer)
   get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it.
   """
+  check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
   model = create_model(config.model, config.compute_dtype, config.tta_level, **dataset.model_kwargs())
   sample = pipeline.preprocess_for_eval(dataset, sample_inputs)
   tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()),
@@ -136,7 +137,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   evaluate_split = feeds.create_eval(config, dataset, eval_split, mesh)
   tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief() and config.tensorboard)
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
-           'input pipeline: %s', config.model, config.dataset, config.epochs, steps_per_epoch,
+           'input pipeline: %s', config.model, config.data_name, config.epochs, steps_per_epoch,
            config.batch_size, jax.device_count(), jax.process_count(), type(feed).__name__)
 
   preemption = Preemption()
@@ -240,7 +241,7 @@ def evaluate(workdir, data_dir: str | None = None, split: str | None = None, ste
   result = _summarise(feeds.create_eval(config, dataset, eval_split, mesh)(state))
   report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
             'accuracy': result['accuracy'], 'loss': result['loss'],
-            'dataset': config.dataset, 'model': config.model,
+            'dataset': config.data_name, 'model': config.model,
             **{k: v for k, v in overrides.items() if k not in Config.RUNTIME_FIELDS}}
   if _is_chief():
     reporting.write_json(workdir / reporting.EVAL_FILE, report)
