@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 from conftest import real_data_dir
 
 from zoo.data import open_dataset, pipeline, tfds_source
-from zoo.data.cifar import random_crop_and_flip, random_crop_and_flip_on_device
+from zoo.data.images import random_crop_and_flip, random_crop_and_flip_on_device
 from zoo.errors import ZooError
 from zoo.training.config import Config
 
@@ -51,8 +51,8 @@ def test_real_cifar_slice_loads_as_uint8_images_with_every_class():
 
 
 def test_unknown_dataset_is_one_clear_error():
-  with pytest.raises(ZooError, match="unknown dataset 'mnist'"):
-    open_dataset(Config(dataset='mnist'), None, None)
+  with pytest.raises(ZooError, match="unknown dataset 'mnsit': TFDS has no dataset of that name; pass"):
+    open_dataset(Config(dataset='mnsit'), None, None)
 
 
 def test_epoch_order_is_a_deterministic_function_of_seed_and_epoch():

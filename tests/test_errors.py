@@ -18,7 +18,7 @@ SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40')
     (('--batch_size=15',), 'multiple of the device count (2)', 'pass e.g. --batch_size=14', 2),
     (('--model=vgg',), "unknown model 'vgg'", 'choose one of: airbench, bilstm', 1),
     (('--optimizer=lamb',), "unknown --optimizer='lamb'", 'choose one of: adam, adamw, sgd', 1),
-    (('--dataset=mnist',), "unknown dataset 'mnist'", 'choose one of: cifar10, imdb_reviews', 1),
+    (('--dataset=mnsit',), "unknown dataset 'mnsit'", 'pass a TFDS name such as mnist', 1),
     (('--accelerator=gpu',), '--accelerator=gpu', 'or pass --accelerator=cpu', 1),
     (('--accelerator=tpu',), '--accelerator=tpu', 'or pass --accelerator=cpu', 1),
     (('--learning_rate=0',), '--learning_rate=0.0', 'pass a rate such as', 1),

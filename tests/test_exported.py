@@ -1,4 +1,5 @@
 """Exported splits: exact round trips, and CIFAR-10 training where TensorFlow cannot be imported."""
+import json
 import os
 import subprocess
 import sys
@@ -63,8 +64,9 @@ def run_without_tensorflow(tmp_path, module: str, *flags: str) -> subprocess.Com
 def test_cifar_trains_and_evaluates_without_tensorflow(tmp_path):
   data_dir = tmp_path / 'data'
   for split, seed in (('train[:64]', 0), ('train[64:96]', 1)):
+    info = sources.DatasetInfo('cifar10', 'image', 'image', 'label', tuple('abcdefghij'), (32, 32, 3))
     exported.save(exported.split_path(data_dir, 'cifar10', split), cifar_like(64 if seed == 0 else 32, seed),
-                  {'split': split}, jpeg_quality=75)
+                  {'split': split, 'info': info.to_json()}, jpeg_quality=75)  # as export_splits writes it
   common = (f'--data_dir={data_dir}', f'--workdir={tmp_path / "w"}', '--eval_split=train[64:96]',
             '--compilation_cache=')
   trained = run_without_tensorflow(tmp_path, 'experiments.cifar', *common, '--train_split=train[:64]',
@@ -74,6 +76,7 @@ def test_cifar_trains_and_evaluates_without_tensorflow(tmp_path):
   evaluated = run_without_tensorflow(tmp_path, 'experiments.cifar', *common, '--mode=eval')
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert last_json_line(evaluated.stdout)['num_examples'] == 32
+  assert json.loads((tmp_path / 'w' / 'dataset.json').read_text())['class_names'] == list('abcdefghij')
   missing = run_without_tensorflow(tmp_path, 'experiments.cifar', *common[:2], '--eval_split=test',
                                    '--mode=eval')
   assert_one_line_error(missing, "split 'test' of cifar10 is not exported", 'export it where TensorFlow is installed')

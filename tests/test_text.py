@@ -37,13 +37,13 @@ def test_vocabulary_size_counts_padding_and_oov_and_keeps_the_most_frequent():
 
 def test_only_process_0_learns_and_writes_the_vocabulary_the_others_wait_and_read(tmp_path, monkeypatch):
   import threading
-  from zoo.training.config import Config
+  from zoo.data.sources import DatasetInfo
   monkeypatch.setattr(jax, 'process_index', lambda: 1)  # this process is not process 0
-  dataset = text.ImdbReviews(Config(dataset='imdb_reviews', vocab_size=10, max_length=4), None, tmp_path)
-
   def no_training_texts(split):
     raise AssertionError('only process 0 reads the training split to learn the vocabulary')
-  monkeypatch.setattr(dataset, '_texts', no_training_texts)
+  info = DatasetInfo('imdb_reviews', 'text', 'text', 'label', ('neg', 'pos'))
+  dataset = text.TextDataset(info, no_training_texts, vocab_size=10, max_length=4, train_split='train',
+                             workdir=tmp_path)
   written = threading.Timer(0.5, lambda: (tmp_path / text.VOCABULARY_FILE).write_text('deep\nlearning'))
   written.start()  # process 0 writes the file a little later
   tokenizer = dataset.tokenizer()
