@@ -120,9 +120,7 @@ def config_from_flags() -> Config:
   """The flags as a Config; a folder of your own files replaces the TFDS dataset."""
   values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
   if values['image_folder'] or values['text_folder']:
-    if FLAGS['dataset'].present:
-      raise ZooError(f'--dataset={FLAGS.dataset} and a folder were both given; pass one of them')
-    values['dataset'] = ''
+    values['dataset'] = ''  # (a recipe's --dataset is overridden: the same recipe on your own files)
   return Config(**values)
 
 

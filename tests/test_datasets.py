@@ -168,8 +168,6 @@ def test_bad_folder_flags_are_named_in_one_line(tmp_path):
   root = image_folder(tmp_path / 'photos')
   assert_one_line_error(run_experiment('images', f'--image_folder={root}', '--eval_split=validation', mock=False),
                         "split 'validation' cannot be read", 'available splits (its subfolders): test, train')
-  assert_one_line_error(run_experiment('images', f'--image_folder={root}', '--dataset=mnist', mock=False),
-                        'were both given', 'pass one of them')
   reviews = text_folder(tmp_path / 'reviews')
   (reviews / 'train' / 'pos' / 'latin1.txt').write_bytes('caf\xe9'.encode('latin-1'))
   assert_one_line_error(run_experiment('texts', f'--text_folder={reviews}', f'--workdir={tmp_path / "t"}', *TEXT,
