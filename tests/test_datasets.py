@@ -1,7 +1,8 @@
 """Any classification data: TFDS datasets by name (on mock data) and folders of your own files."""
 import json
-import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 import zoo
-from conftest import assert_one_line_error, last_json_line, run_experiment
+from conftest import ROOT, assert_one_line_error, last_json_line, real_data_dir, run_experiment
 
 SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40')
 TEXT = (*SMALL, '--vocab_size=100', '--max_length=16', '--model=lstm')
@@ -172,3 +173,26 @@ def test_bad_folder_flags_are_named_in_one_line(tmp_path):
   (reviews / 'train' / 'pos' / 'latin1.txt').write_bytes('caf\xe9'.encode('latin-1'))
   assert_one_line_error(run_experiment('texts', f'--text_folder={reviews}', f'--workdir={tmp_path / "t"}', *TEXT,
                                        mock=False), 'latin1.txt cannot be read as UTF-8', 're-encode it as UTF-8')
+
+
+def test_export_folder_writes_a_tfds_split_as_class_folders(tmp_path):
+  data_dir = real_data_dir('cifar10')
+  out = tmp_path / 'cifar' / 'train'
+  command = [sys.executable, '-m', 'experiments.export_folder', '--dataset=cifar10', f'--data_dir={data_dir}',
+             '--split=train[:40]', f'--out={out}']
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert last_json_line(result.stdout)['examples'] == 40
+  from zoo.data import folders
+  shutil.copytree(out, tmp_path / 'cifar' / 'test')
+  folder = folders.scan(tmp_path / 'cifar', 'image')
+  assert folder.class_names == ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+                                'truck')
+  images = folders.read_images(folder.select('train'), (32, 32, 3))
+  from zoo.data import tfds_source
+  original = tfds_source.load_split('cifar10', 'train[:40]', data_dir)
+  order = np.argsort([path.name for path, _ in folder.select('train')])
+  np.testing.assert_array_equal(images['image'][order], original['image'])  # PNG: lossless
+  np.testing.assert_array_equal(images['label'][order], original['label'])
+  again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert_one_line_error(again, 'exists already', 'pass a new folder')
