@@ -160,3 +160,38 @@ def test_airbench_in_bfloat16_keeps_float32_parameters_and_close_logits():
 def test_compute_dtype_on_a_model_without_it_names_the_models_that_have_it():
   with pytest.raises(ZooError, match='not implemented for simple_cnn.*airbench'):
     create_model('simple_cnn', 'bfloat16', num_classes=10)
+
+
+def test_example_dropout_draws_each_rows_mask_from_its_global_index():
+  from zoo.models.dropout import ExampleDropout
+  x = jnp.ones((8, 3, 5))
+  rngs = {'dropout': jax.random.key(3)}
+  whole = ExampleDropout(0.5, deterministic=False).apply({}, x, rngs=rngs)
+  assert 0.3 < float(jnp.mean(whole == 0)) < 0.7 and set(np.unique(whole)) == {0.0, 2.0}
+  assert len({tuple(row.ravel()) for row in np.asarray(whole)}) == 8  # every row its own mask
+  on_axis = ExampleDropout(0.5, deterministic=False, axis_name='data')
+  for devices in (2, 4):  # vmap stands in for shard_map: the same named axis, positions in order
+    split = jax.vmap(lambda part: on_axis.apply({}, part, rngs=rngs), axis_name='data')(x.reshape(devices, -1, 3, 5))
+    np.testing.assert_array_equal(split.reshape(x.shape), whole)
+  np.testing.assert_array_equal(ExampleDropout(0.5).apply({}, x, deterministic=True), x)
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_a_batch_split_over_a_named_axis_trains_as_the_whole_batch(name):
+  """With `axis_name`, BatchNorm statistics and dropout masks are those of the whole batch: two
+  halves under a named axis give the whole batch's logits and running statistics; without it
+  (plain `apply`, as anyone's code calls it) the model still runs on the rows it is given."""
+  from train_every_model import MODEL_KWARGS, synthetic_split
+  inputs, _, preprocess = synthetic_split(name, 8, np.random.default_rng(0))
+  inputs = preprocess(inputs, None)
+  model = create_model(name, **MODEL_KWARGS[name])
+  variables = model.init(jax.random.key(0), inputs)
+  rngs = {'dropout': jax.random.key(1)}
+  train = lambda m, x: m.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'])
+  whole_logits, whole_stats = jax.jit(lambda x: train(model, x))(inputs)
+  on_axis = model.clone(axis_name='data') if 'axis_name' in model.__dataclass_fields__ else model
+  halves = jax.jit(jax.vmap(lambda x: train(on_axis, x), axis_name='data'))(inputs.reshape(2, 4, *inputs.shape[1:]))
+  logits, stats = halves
+  np.testing.assert_allclose(logits.reshape(whole_logits.shape), whole_logits, rtol=1e-4, atol=1e-5)
+  for half in (0, 1):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[half], b, rtol=1e-4, atol=1e-6), stats, whole_stats)
