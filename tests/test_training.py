@@ -157,13 +157,6 @@ def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
                         'simple_cnn has no test-time augmentation; drop the flag or use one of: airbench')
 
 
-def test_augmented_batchnorm_model_trains_on_two_devices(tmp_path):
-  history = train(tmp_path / 'w', '--model=resnet20', '--augment', '--optimizer=sgd', '--nesterov',
-                  '--schedule=onecycle', '--learning_rate=0.05', '--weight_decay=5e-4',
-                  '--label_smoothing=0.1', '--epochs=1', devices=2)
-  assert np.isfinite(history[0]['train_loss']) and history[0]['eval_examples'] == 96
-
-
 def test_airbench_recipe_trains_with_its_whitening_frozen(tmp_path):
   recipe = Path(__file__).resolve().parent.parent / 'experiments' / 'recipes' / 'cifar_airbench.flags'
   history = train(tmp_path / 'w', f'--flagfile={recipe}', '--epochs=1', '--warmup_epochs=0.5',
