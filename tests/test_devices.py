@@ -15,11 +15,12 @@ from conftest import ROOT, last_json_line, run_experiment
 from test_training import SMALL, assert_trained_alike, restore_plain, train
 from zoo.models import MODELS
 
-# The devices reduce gradients and BatchNorm moments in another order than one device does
-# (a mean of per-device means, then an all-reduce), which changes float32 results in the last
-# bits (~1e-7 relative); a few SGD steps carry that to ~1e-6 in the parameters. Anything that
-# depends on the device count itself (per-device BatchNorm statistics, per-device dropout masks)
-# differs by 1e-3 to 1e-1 after one step.
+# Why a tolerance: the devices reduce gradients and BatchNorm moments in another order than one
+# device does (a mean of per-device means, then an all-reduce), which changes float32 results in
+# the last bits (~1e-7 relative). After the 3 SGD steps here the models end at most 6e-7 apart
+# (measured on 1, 2 and 4 devices); anything that depends on the device count itself
+# (per-device BatchNorm statistics or dropout masks) puts them 1e-3 to 1e-1 apart. Longer runs
+# drift further (docs/devices.md), so the checks stay a few steps long.
 ATOL, RTOL = 2e-5, 1e-4
 
 
