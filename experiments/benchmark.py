@@ -4,7 +4,8 @@ For each model: compile time, steady-state step time on a batch already on the d
 step (XLA's cost analysis of the lowered step, `steps.flops_per_step`: on GPUs the compiled
 program's analysis counts cuDNN convolutions as 0), achieved GFLOP/s and its fraction of a measured
 float32 matmul peak; the seed's Keras CNN measured in the same run for the ratio; and, with
---data_dir, the step time through the real input pipeline against the on-device step time.
+--data_dir, the step time through the real input pipeline against the on-device step time; with
+--compare_batch_norm_sync, what averaging BatchNorm statistics over the devices costs per step.
 Prints a Markdown table and one JSON line per row.
 """
 import dataclasses
@@ -28,6 +29,10 @@ flags.DEFINE_bool('keras', True, 'Also time the seed\'s Keras CNN at simple_cnn\
 flags.DEFINE_string('data_dir', None, 'A TFDS directory with cifar10: also time the real input pipeline.')
 flags.DEFINE_list('pipelines', ['device', 'tf_data'], 'Input pipelines timed with --data_dir (tf_data needs TensorFlow).')
 flags.DEFINE_string('pipeline_split', 'train[:20000]', 'The cifar10 split the pipelines are timed on.')
+flags.DEFINE_bool('compare_batch_norm_sync', False,
+                  'For models with BatchNorm: also time the step with each device normalising by its own '
+                  'rows\' statistics (unsynchronised, as before the zoo averaged them over the devices) in '
+                  'the same interleaved rounds, and report what synchronising costs.')
 FLAGS = flags.FLAGS
 
 # name -> (dataset, recipe batch size, input shape, input dtype, model kwargs)
@@ -51,6 +56,12 @@ def synthetic_batch(shape, dtype, batch_size, model_kwargs):
   return {'inputs': inputs, 'label': labels, 'mask': np.ones(batch_size, np.float32)}
 
 
+def _rounded(value):
+  if isinstance(value, list):
+    return [_rounded(v) for v in value]
+  return round(value, 5) if isinstance(value, float) else value
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # TFDS and orbax INFO lines would bury the table
@@ -65,6 +76,9 @@ def main(argv):
     info, time_step = benchmarking.train_step_timer(config, synthetic_batch(shape, dtype, batch_size, kwargs),
                                                     kwargs, num_steps=FLAGS.steps)
     timers = {'step_seconds': time_step}
+    if FLAGS.compare_batch_norm_sync and info['batch_norm']:
+      _, timers['unsynced_step_seconds'] = benchmarking.train_step_timer(
+          config, synthetic_batch(shape, dtype, batch_size, kwargs), kwargs, num_steps=FLAGS.steps, axis_name=None)
     if dataset == 'cifar10' and FLAGS.data_dir:
       from zoo.data import open_dataset
       data = open_dataset(config, FLAGS.data_dir, None)
@@ -85,6 +99,12 @@ def main(argv):
       if f'{kind}_pipeline_step_seconds' in times:
         ratios = np.array(times[f'{kind}_pipeline_step_seconds']) / np.array(times['step_seconds'])
         row[f'{kind}_pipeline_overhead'] = float(np.median(ratios)) - 1  # per round: same machine state
+    if 'unsynced_step_seconds' in times:  # per round (same machine state), then median and range
+      ratios = np.array(times['step_seconds']) / np.array(times['unsynced_step_seconds']) - 1
+      row['batch_norm_sync_cost'] = float(np.median(ratios))
+      row['batch_norm_sync_cost_range'] = [float(ratios.min()), float(ratios.max())]
+      row['step_seconds_rounds'] = times['step_seconds']
+      row['unsynced_step_seconds_rounds'] = times['unsynced_step_seconds']
     if name == 'simple_cnn' and FLAGS.keras:
       from zoo.data import tensorflow_import
       tensorflow_import.tensorflow()  # before Keras: TensorFlow must leave the accelerators to JAX
@@ -92,7 +112,7 @@ def main(argv):
       row['keras_examples_per_second'] = benchmarking.measure_keras_training(keras_reference.seed_cnn(), batch_size)
       row['speedup_over_keras'] = row['examples_per_second'] / row['keras_examples_per_second']
     rows.append(row)
-    print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+    print(json.dumps({k: _rounded(v) for k, v in row.items()}), flush=True)
 
   print('\n| model | batch | compile s | step ms | examples/s | MFLOP/step | GFLOP/s | of peak '
         '| pipeline overhead: device / tf.data | vs Keras |')
@@ -106,6 +126,14 @@ def main(argv):
              if r['flops_per_step'] else '– | – | –')  # no cost analysis on this backend
     print(f"| {r['model']} | {r['batch_size']} | {r['compile_seconds']:.1f} | {r['step_seconds'] * 1e3:.1f} | "
           f"{r['examples_per_second']:.0f} | {flops} | {overhead} | {keras} |")
+  synced = [r for r in rows if 'batch_norm_sync_cost' in r]
+  if synced:
+    print('\n| model | batch | step ms, BatchNorm synchronised | unsynchronised | cost: median (range over rounds) |')
+    print('| --- | --- | --- | --- | --- |')
+    for r in synced:
+      low, high = r['batch_norm_sync_cost_range']
+      print(f"| {r['model']} | {r['batch_size']} | {r['step_seconds'] * 1e3:.1f} | "
+            f"{r['unsynced_step_seconds'] * 1e3:.1f} | {r['batch_norm_sync_cost']:+.1%} ({low:+.1%} .. {high:+.1%}) |")
 
 
 if __name__ == '__main__':

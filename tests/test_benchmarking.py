@@ -22,6 +22,7 @@ def test_step_and_pipeline_timers_measure_the_same_step():
            'mask': np.ones(8, np.float32)}
   info, time_step = benchmarking.train_step_timer(config, batch, {'num_classes': 10}, num_steps=2)
   assert info['flops_per_step'] == pytest.approx(8 * 26.4e6, rel=0.05) and info['compile_seconds'] > 0
+  assert info['batch_norm'] is False  # --compare_batch_norm_sync skips it
   assert time_step() > 0
   split = pipeline.ArraySplit(rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), np.arange(40, dtype=np.int32) % 10)
   for kind in ('device', 'tf_data'):

@@ -160,3 +160,37 @@ def test_airbench_in_bfloat16_keeps_float32_parameters_and_close_logits():
 def test_compute_dtype_on_a_model_without_it_names_the_models_that_have_it():
   with pytest.raises(ZooError, match='not implemented for simple_cnn.*airbench'):
     create_model('simple_cnn', 'bfloat16', num_classes=10)
+
+
+def test_example_dropout_draws_each_rows_mask_from_its_global_index():
+  from zoo.models.dropout import ExampleDropout
+  x = jnp.ones((8, 3, 5))
+  rngs = {'dropout': jax.random.key(3)}
+  whole = jax.jit(lambda x: ExampleDropout(0.5, deterministic=False).apply({}, x, rngs=rngs))(x)
+  assert 0.3 < float(jnp.mean(whole == 0)) < 0.7 and set(np.unique(whole)) == {0.0, 2.0}
+  assert len({tuple(row.ravel()) for row in np.asarray(whole)}) == 8  # every row its own mask
+  on_axis = ExampleDropout(0.5, deterministic=False, axis_name='data')
+  for devices in (2, 4):  # vmap stands in for shard_map: the same named axis, positions in order
+    split = jax.jit(jax.vmap(lambda part: on_axis.apply({}, part, rngs=rngs), axis_name='data'))(
+        x.reshape(devices, -1, 3, 5))
+    np.testing.assert_array_equal(split.reshape(x.shape), whole)
+  np.testing.assert_array_equal(ExampleDropout(0.5).apply({}, x, deterministic=True), x)
+
+
+def test_batchnorm_with_an_axis_name_normalises_a_split_batch_as_the_whole_batch():
+  """Two halves of a batch under a named axis (vmap standing in for shard_map) give the whole
+  batch's logits and running statistics; plain `apply` (no axis) normalises the rows it is given."""
+  model = ResNet(blocks_per_stage=1, widths=(4, 8, 8))
+  images = jax.random.normal(jax.random.key(0), (8, 8, 8, 3)) + jnp.arange(8)[:, None, None, None]
+  # (Compiled without LLVM optimisation: eager or optimised, the initialisers take 7-10 s on a CPU.)
+  init = jax.jit(model.init).lower(jax.random.key(0), images).compile({'xla_backend_optimization_level': 0})
+  variables = init(jax.random.key(0), images)
+  train = lambda m, x: m.apply(variables, x, train=True, mutable=['batch_stats'])
+  whole_logits, whole_stats = jax.jit(lambda x: train(model, x))(images)
+  halves = images.reshape(2, 4, *images.shape[1:])
+  for axis_name, alike in (('data', True), (None, False)):
+    logits, stats = jax.jit(jax.vmap(lambda x: train(model.clone(axis_name=axis_name), x), axis_name='data'))(halves)
+    assert np.allclose(logits.reshape(whole_logits.shape), whole_logits, rtol=1e-4, atol=1e-5) == alike
+    same_stats = jax.tree.map(lambda a, b: np.allclose(a[0], b, rtol=1e-4, atol=1e-6) and
+                              np.allclose(a[1], b, rtol=1e-4, atol=1e-6), stats, whole_stats)
+    assert all(jax.tree.leaves(same_stats)) == alike

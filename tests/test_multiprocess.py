@@ -1,4 +1,6 @@
-"""Two processes on localhost (CPU, gloo collectives, one device each) train as one run."""
+"""Two processes on localhost (CPU, gloo collectives, one device each) train as one process with
+two devices: BatchNorm statistics span both processes, dropout masks follow the global example
+index, and each process feeds its own rows of every global batch."""
 import json
 import os
 import socket
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from test_training import SMALL, restore_plain, train, without_timings
+from test_training import SMALL, assert_trained_alike, restore_plain, train, without_timings
 
 
 def free_port() -> int:
@@ -20,8 +22,12 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
-  flags = (*SMALL, '--optimizer=sgd', '--learning_rate=0.05')
+@pytest.mark.parametrize('model_flags', [
+    ('--model=resnet20', '--epochs=1'),  # BatchNorm; the split held on the devices
+    ('--model=mlp', '--input_pipeline=tf_data'),  # dropout; each process streams its rows
+], ids=['resnet20-device-feed', 'mlp-tf-data-feed'])
+def test_two_processes_train_like_one_process_with_two_devices(tmp_path, model_flags):
+  flags = (*SMALL, '--optimizer=sgd', '--learning_rate=0.05', *model_flags)
   reference = train(tmp_path / 'one', *flags, devices=2)
   port = free_port()
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='1', JAX_PLATFORMS='cpu', MOCK_EXAMPLES='96', TF_CPP_MIN_LOG_LEVEL='2')
@@ -42,3 +48,6 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
       assert a[key] == pytest.approx(b[key], rel=1e-5), key
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                restore_plain(workdir)['params'], restore_plain(tmp_path / 'one')['params'])
+  # And as one device alone: neither the device count nor the process count changes the model
+  # (with per-device statistics or masks, 2 x 1 would equal 1 x 2 but not 1 x 1).
+  assert_trained_alike(workdir, history, tmp_path / 'single', train(tmp_path / 'single', *flags, devices=1))

@@ -32,10 +32,12 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
   return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dict, mesh):
+def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dict, mesh,
+                    axis_name: str | None = steps.AXIS):
   model = create_model(config.model, config.compute_dtype, **model_kwargs)
   tx = create_optimizer(config, steps_per_epoch=100, batchnorm_scopes=batchnorm_scopes(model, sample_inputs[:1]))
-  state = steps.create_train_state(model, tx, sample_inputs[:1], jax.random.key(config.seed), mesh)
+  state = steps.create_train_state(model, tx, sample_inputs[:1], jax.random.key(config.seed), mesh,
+                                   axis_name=axis_name)
   return state, steps.make_train_step(mesh, config.label_smoothing)
 
 
@@ -48,19 +50,25 @@ def _timed(run_steps, num_steps: int) -> float:
   return (time.perf_counter() - start) / done
 
 
-def train_step_timer(config: Config, batch: dict, model_kwargs: dict, *, num_steps: int = 30):
+def train_step_timer(config: Config, batch: dict, model_kwargs: dict, *, num_steps: int = 30,
+                     axis_name: str | None = steps.AXIS):
   """Compile time and FLOPs of the plain train step, and a function that times it (seconds per
   step, steps dispatched back to back as the training loop does) on one batch already on the
-  devices: the baseline the input pipelines are measured against."""
+  devices: the baseline the input pipelines are measured against.
+
+  `axis_name=None` times the step as it was before BatchNorm was synchronised: each device
+  normalises with its own rows' statistics (`steps.on_axis`); `info['batch_norm']` says whether
+  the model has BatchNorm at all."""
   mesh = steps.data_mesh()
-  state, train_step = _state_and_step(config, batch['inputs'], model_kwargs, mesh)
+  state, train_step = _state_and_step(config, batch['inputs'], model_kwargs, mesh, axis_name)
   carry = [state, steps.zero_metrics(mesh)]
   global_batch = steps.to_global_batch(batch, mesh)
   rng = jax.random.key(0)
   start = time.perf_counter()
   lowered = train_step.lower(*carry, global_batch, rng)
   compiled = lowered.compile()
-  info = {'compile_seconds': time.perf_counter() - start, 'flops_per_step': steps.flops_per_step(lowered)}
+  info = {'compile_seconds': time.perf_counter() - start, 'flops_per_step': steps.flops_per_step(lowered),
+          'batch_norm': bool(state.batch_stats)}
 
   def run_steps(n):
     for _ in range(n):

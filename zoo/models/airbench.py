@@ -19,7 +19,7 @@ recipe (batch 1024, Nesterov SGD on a triangular schedule, 64x learning rate for
 offsets, weight decay on every parameter, label smoothing 0.2, alternating flip + 2-pixel
 translation, lookahead averaging of the weights) are flags: `experiments/recipes/cifar_airbench.flags`.
 """
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -71,11 +71,12 @@ def normalize(images):
 class ConvGroup(nn.Module):
   features: int
   dtype: Any = jnp.float32
+  axis_name: Optional[str] = None  # BatchNorm's batch statistics are averaged over this mapped axis
 
   @nn.compact
   def __call__(self, x, train: bool):
     norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.6, epsilon=1e-12, use_scale=False,
-                                dtype=self.dtype)
+                                dtype=self.dtype, axis_name=self.axis_name)
     conv = lambda: Conv(self.features, (3, 3), padding='SAME', use_bias=False, kernel_init=dirac_init,
                         dtype=self.dtype)
     x = nn.gelu(norm()(max_pool_2x2(conv()(x))), approximate=False)
@@ -92,12 +93,15 @@ class AirbenchNet(nn.Module):
   # bfloat16 (`--compute_dtype`) as airbench94 runs in float16: activations and conv inputs; the
   # parameters, BatchNorm statistics and logits stay float32.
   dtype: Any = jnp.float32
+  # The mapped axis a training batch is sharded over (e.g. in shard_map): BatchNorm then uses the
+  # whole batch's statistics, so N devices train as one. None: the rows `apply` is given.
+  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     whiten = Conv(2 * WHITEN_SIZE ** 2 * images.shape[-1], (WHITEN_SIZE, WHITEN_SIZE), padding='VALID',
                   name='whiten', dtype=self.dtype)
-    convs = [ConvGroup(width, self.dtype) for width in self.widths]
+    convs = [ConvGroup(width, self.dtype, self.axis_name) for width in self.widths]
     # torch.nn.Linear's default init (uniform, bound 1/sqrt(fan_in)), as airbench94 has it.
     head = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype,
                     kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'))

@@ -1,11 +1,12 @@
 """Convolutional networks for 32x32 images (CIFAR-10).
 
 Every module is pure Linen: `model.init(rng, images)`, `model.apply(variables, images, train=False)`
--> logits. Nothing here knows about devices or mesh axes, so the modules compose with jit, vmap and
-grad in anyone's code.
+-> logits. Nothing here knows about devices or meshes, so the modules compose with jit, vmap and
+grad in anyone's code; a BatchNorm model takes an optional `axis_name`, the mapped axis (shard_map,
+vmap) over which a training batch is split, to normalise with the statistics of the whole batch.
 """
 import functools
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -99,16 +100,17 @@ class ResidualBlock(nn.Module):
   """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut, He et al. 2016."""
   features: int
   strides: int = 1
+  axis_name: Optional[str] = None  # BatchNorm's batch statistics are averaged over this mapped axis
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
+    norm = lambda **kwargs: nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name,
+                                         **kwargs)
     conv = lambda strides: Conv(self.features, (3, 3), strides=strides, use_bias=False,
                                    kernel_init=nn.initializers.kaiming_normal())
     y = nn.relu(norm()(conv(self.strides)(x)))
     # Zero-initialised last BN scale: each block starts as the identity (Goyal et al. 2017).
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, scale_init=nn.initializers.zeros)(
-        conv(1)(y))
+    y = norm(scale_init=nn.initializers.zeros)(conv(1)(y))
     if x.shape != y.shape:
       x = norm()(Conv(self.features, (1, 1), strides=self.strides, use_bias=False)(x))
     return nn.relu(x + y)
@@ -117,20 +119,23 @@ class ResidualBlock(nn.Module):
 class ResNet(nn.Module):
   """CIFAR ResNet (He et al. 2016, section 4.2): 6n+2 layers in three stages of widths w, 2w, 4w.
 
-  `ResNet(blocks_per_stage=3)` is ResNet-20 (0.27 M parameters). Any image size and channel count
-  (global average pooling at the end).
+  `ResNet(blocks_per_stage=3)` is ResNet-20 (0.27 M parameters). With `axis_name` (the axis a
+  training batch is sharded over, e.g. inside `shard_map`), every BatchNorm normalises with the mean
+  and variance of the whole batch, so N devices train as one; `None` (plain `apply`) uses the rows
+  it is given. Any image size and channel count (global average pooling at the end).
   """
   num_classes: int = 10
   input_kind = 'image'
   blocks_per_stage: int = 3
   widths: Sequence[int] = (16, 32, 64)
+  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     x = Conv(self.widths[0], (3, 3), use_bias=False, kernel_init=nn.initializers.kaiming_normal())(images)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x))
     for stage, width in enumerate(self.widths):
       for block in range(self.blocks_per_stage):
-        x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x, train)
+        x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1, axis_name=self.axis_name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes)(x)

@@ -4,8 +4,12 @@ Both read sequence lengths from the padding and pass them to `nn.RNN`, so the st
 review's last token is the one used and a prediction does not change with the padding after it.
 One logit out: trained with sigmoid cross-entropy, p(positive) = sigmoid(logit).
 """
+from typing import Optional
+
 import flax.linen as nn
 import jax.numpy as jnp
+
+from zoo.models.dropout import ExampleDropout
 
 PAD_ID = 0
 
@@ -43,16 +47,20 @@ class BiLSTMClassifier(nn.Module):
   embed_dim: int = 128
   hidden_size: int = 64
   dropout_rate: float = 0.4
+  # The mapped axis a batch is sharded over, if any: dropout masks follow the global example index
+  # (`dropout.py`), so the same batch trains alike on any number of devices.
+  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, tokens, train: bool = False):
     lengths = sequence_lengths(tokens)
     mask = (tokens != PAD_ID)[..., None]
     x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    dropout = lambda: ExampleDropout(self.dropout_rate, deterministic=not train, axis_name=self.axis_name)
+    x = dropout()(x)
     y = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.hidden_size)),
                          nn.RNN(nn.OptimizedLSTMCell(self.hidden_size)))(x, seq_lengths=lengths)
     mean = jnp.sum(y * mask, axis=1) / jnp.maximum(lengths, 1)[:, None]
     maximum = jnp.where(jnp.any(mask, axis=1), jnp.max(jnp.where(mask, y, -jnp.inf), axis=1), 0.0)
-    z = nn.Dropout(self.dropout_rate, deterministic=not train)(jnp.concatenate([mean, maximum], -1))
+    z = dropout()(jnp.concatenate([mean, maximum], -1))
     return nn.Dense(self.num_classes)(z)

@@ -1,7 +1,9 @@
 """The seed's "deep neural network": a multilayer perceptron over flattened inputs."""
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
+
+from zoo.models.dropout import ExampleDropout
 
 
 class MLP(nn.Module):
@@ -10,11 +12,14 @@ class MLP(nn.Module):
   input_kind = 'image'  # flattened: any size and channel count
   hidden_sizes: Sequence[int] = (512, 256)
   dropout_rate: float = 0.2
+  # The mapped axis a batch is sharded over, if any: dropout masks follow the global example index
+  # (`dropout.py`), so the same batch trains alike on any number of devices.
+  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, inputs, train: bool = False):
     x = inputs.reshape((inputs.shape[0], -1))
     for size in self.hidden_sizes:
       x = nn.relu(nn.Dense(size)(x))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = ExampleDropout(self.dropout_rate, deterministic=not train, axis_name=self.axis_name)(x)
     return nn.Dense(self.num_classes)(x)

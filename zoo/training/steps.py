@@ -79,13 +79,28 @@ def to_global_batch(local_batch: dict, mesh) -> dict:
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
 
-def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = False) -> TrainState:
-  """Initialises parameters replicated on `mesh`; `sample_inputs` fixes shapes only."""
+def on_axis(model, axis_name: Optional[str] = AXIS):
+  """`model` as the train step runs it: with `axis_name` set on models that have the field, so
+  that BatchNorm normalises with the statistics of the global batch and dropout draws each
+  example's mask from its global index, and N devices train as one device with the whole batch.
+
+  Only the step's `apply_fn` uses it; the model a user gets, its variables and the checkpoints are
+  those of the plain model (an axis name adds no variable). `axis_name=None` gives the plain model:
+  each device's own statistics, as the benchmark's comparison measures."""
+  if axis_name is not None and 'axis_name' in getattr(model, '__dataclass_fields__', {}):
+    return model.clone(axis_name=axis_name)
+  return model
+
+
+def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = False,
+                       axis_name: Optional[str] = AXIS) -> TrainState:
+  """Initialises parameters replicated on `mesh`; `sample_inputs` fixes shapes only. The state's
+  `apply_fn` runs `model` over the mesh axis `axis_name` (`on_axis`)."""
   def init():
     variables = model.init({'params': rng, 'dropout': rng}, jnp.asarray(sample_inputs), train=False)
     batch_stats = variables.get('batch_stats', flax.core.FrozenDict())
     average = {'params': variables['params'], 'batch_stats': batch_stats} if lookahead else None
-    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+    return TrainState.create(apply_fn=on_axis(model, axis_name).apply, params=variables['params'], tx=tx,
                              batch_stats=batch_stats, lookahead=jax.tree.map(jnp.copy, average))
   # Measured trick: the init runs once, so it is compiled without LLVM optimisation; XLA:CPU spent
   # 3.6 s optimising the seed CNN's threefry initialisers, 1.0 s without (same values).
@@ -139,8 +154,9 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
   """Runs on one device's rows. Gradients, metrics and BatchNorm statistics are combined across
   the `data` axis, so every device ends the step with the same replicated state. The metric sums
   accumulate here, inside the step, so the host never waits on a step to read them."""
-  # One dropout stream per device and step; the step's key comes from the run's seed.
-  rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(AXIS))
+  # The same key on every device: the run's seed and the step. The models fold in each example's
+  # global index (`zoo/models/dropout.py`), so masks do not depend on which device holds a row.
+  rng = jax.random.fold_in(rng, state.step)
   local_count = batch['mask'].shape[0]
 
   def loss_fn(params):
@@ -156,6 +172,11 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
 
   grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
   grads = lax.pmean(grads, AXIS)  # Equal rows per device: the mean of means is the global mean.
+  # With `apply_fn` on the `data` axis (`on_axis`), BatchNorm already averaged the batch mean and
+  # variance over the devices, so every device computed the same running statistics and this mean
+  # changes nothing (exactly, for power-of-two device counts). It is kept because it costs one
+  # all-reduce of a few KB per step and keeps the state replicated for a model whose BatchNorm is
+  # not synchronised (a module without `axis_name`, or `axis_name=None` in the benchmark).
   batch_stats = lax.pmean(updates['batch_stats'], AXIS) if state.batch_stats else state.batch_stats
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if lookahead is not None:

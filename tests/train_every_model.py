@@ -1,0 +1,71 @@
+"""Trains every model of `zoo.models.MODELS` a few SGD steps on small synthetic data with the zoo's
+own step functions, and writes the final variables to an .npz file.
+
+usage: JAX_NUM_CPU_DEVICES=N python tests/train_every_model.py OUT.npz
+
+Run once per device count by `tests/test_devices.py`, which compares the files: the same global
+batches must give the same model on any number of devices. The steps run through the device-held
+feed's loop, which calls the same per-device step as the tf.data feed (`steps._train_step`; that
+feed is compared across processes in `tests/test_multiprocess.py`).
+"""
+import sys
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zoo.models import MODELS, create_model
+from zoo.training import steps
+
+BATCH = 16  # global batch: divisible by 1, 2 and 4 devices
+STEPS = 3
+VOCAB, LENGTH = 50, 12
+
+# Small variants where a model is slow to compile on a CPU; the layers are the registry's.
+MODEL_KWARGS = {
+    'simple_cnn': {'num_classes': 10},
+    'resnet20': {'num_classes': 10, 'blocks_per_stage': 1, 'widths': (8, 16, 32)},
+    'airbench': {'num_classes': 10, 'widths': (16, 32, 32), 'tta_level': 0},
+    'mlp': {'num_classes': 10, 'hidden_sizes': (64, 32), 'dropout_rate': 0.3},
+    'lstm': {'num_classes': 1, 'vocab_size': VOCAB, 'embed_dim': 8, 'hidden_size': 8},
+    'bilstm': {'num_classes': 1, 'vocab_size': VOCAB, 'embed_dim': 8, 'hidden_size': 8},
+}
+
+
+def synthetic_split(name: str, rows: int, rng: np.random.Generator):
+  """Raw inputs and labels, and the on-device preprocessing that makes them model-ready."""
+  if MODEL_KWARGS[name]['num_classes'] == 1:  # token ids, post-padded to LENGTH
+    tokens = rng.integers(2, VOCAB, (rows, LENGTH))
+    lengths = rng.integers(1, LENGTH + 1, rows)
+    tokens = np.where(np.arange(LENGTH) < lengths[:, None], tokens, 0).astype(np.int32)
+    return tokens, rng.integers(0, 2, rows).astype(np.int32), lambda x, noise: x
+  images = rng.integers(0, 256, (rows, 32, 32, 3), dtype=np.uint8)
+  return images, rng.integers(0, 10, rows).astype(np.int32), lambda x, noise: x.astype(jnp.float32) / 255
+
+
+def train(name: str) -> dict:
+  """STEPS steps of `name` through the device-held feed's loop (`steps.make_train_loop`: the split
+  replicated, the epoch plan sharded over `data`), in one call; the variables and metric sums."""
+  mesh = steps.data_mesh()
+  rng = np.random.default_rng(0)
+  inputs, labels, preprocess = synthetic_split(name, 2 * STEPS * BATCH, rng)
+  model = create_model(name, **MODEL_KWARGS[name])
+  state = steps.create_train_state(model, optax.sgd(0.05, momentum=0.9), preprocess(inputs[:1], None),
+                                   jax.random.key(0), mesh)
+  plan = rng.permutation(len(inputs))[:STEPS * BATCH].reshape(STEPS, BATCH).astype(np.int32)
+  noise = np.zeros((STEPS, BATCH, 0), np.float32)
+  replicated = steps.replicated(mesh)
+  sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
+  state, metrics = steps.make_train_loop(mesh, preprocess)(
+      state, steps.zero_metrics(mesh), steps.put_global(inputs, replicated), steps.put_global(labels, replicated),
+      steps.put_global(plan, sharded), steps.put_global(noise, sharded), np.int32(0), np.int32(STEPS),
+      jax.random.key(1))
+  variables = {'params': state.params, 'batch_stats': state.batch_stats, 'metrics': metrics}
+  return flax.traverse_util.flatten_dict(jax.device_get(flax.core.unfreeze(variables)), sep='/')
+
+
+if __name__ == '__main__':
+  arrays = {f'{name}/{path}': np.asarray(value) for name in MODELS for path, value in train(name).items()}
+  np.savez(sys.argv[1], **arrays)
