@@ -1,8 +1,8 @@
-"""How far apart two training runs ended: `python -m experiments.compare_runs WORKDIR_A WORKDIR_B`.
+"""How far apart two training runs are: `python -m experiments.compare_runs WORKDIR_A WORKDIR_B [STEP]`.
 
-Restores the latest checkpoint of each workdir with plain orbax (no zoo code) and prints one JSON
-line: each run's step and, per collection (`params`, `batch_stats`), the largest absolute
-difference between matching arrays. Used to check that the same run on another number of devices
+Restores each workdir's checkpoint of STEP (default: each one's latest) with plain orbax (no zoo
+code) and prints one JSON line: each run's step and, per collection (`params`, `batch_stats`), the
+largest absolute difference between matching arrays. Used to check that the same run on another number of devices
 or processes ends with the same model (docs/devices.md).
 """
 import json
@@ -14,9 +14,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
-def latest(workdir: str) -> dict:
+def restore(workdir: str, step: int | None = None) -> dict:
   manager = ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints')
-  return manager.restore(manager.latest_step())
+  return manager.restore(manager.latest_step() if step is None else step)
 
 
 def max_abs_difference(a, b) -> float:
@@ -25,9 +25,10 @@ def max_abs_difference(a, b) -> float:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) != 3:
-    sys.exit('usage: python -m experiments.compare_runs WORKDIR_A WORKDIR_B')
-  a, b = latest(argv[1]), latest(argv[2])
+  if len(argv) not in (3, 4):
+    sys.exit('usage: python -m experiments.compare_runs WORKDIR_A WORKDIR_B [STEP]')
+  step = int(argv[3]) if len(argv) == 4 else None
+  a, b = restore(argv[1], step), restore(argv[2], step)
   report = {'step_a': int(a['step']), 'step_b': int(b['step'])}
   for collection in ('params', 'batch_stats'):
     if collection in a or collection in b:

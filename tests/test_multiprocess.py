@@ -24,7 +24,7 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize('model_flags', [
     ('--model=resnet20', '--epochs=1'),  # BatchNorm; the split held on the devices
-    ('--model=mlp', '--input_pipeline=tf_data'),  # dropout; each process streams its rows
+    ('--model=mlp', '--input_pipeline=tf_data', '--epochs=1'),  # dropout; each process streams its rows
 ], ids=['resnet20-device-feed', 'mlp-tf-data-feed'])
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path, model_flags):
   flags = (*SMALL, '--optimizer=sgd', '--learning_rate=0.05', *model_flags)

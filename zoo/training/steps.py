@@ -174,7 +174,7 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
   grads = lax.pmean(grads, AXIS)  # Equal rows per device: the mean of means is the global mean.
   # With `apply_fn` on the `data` axis (`on_axis`), BatchNorm already averaged the batch mean and
   # variance over the devices, so every device computed the same running statistics and this mean
-  # changes nothing (exactly, for power-of-two device counts). It is kept because it costs one
+  # changes them by at most a last bit (a sum of N equal values, divided by N). It is kept: it costs one
   # all-reduce of a few KB per step and keeps the state replicated for a model whose BatchNorm is
   # not synchronised (a module without `axis_name`, or `axis_name=None` in the benchmark).
   batch_stats = lax.pmean(updates['batch_stats'], AXIS) if state.batch_stats else state.batch_stats
