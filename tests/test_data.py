@@ -150,3 +150,15 @@ def test_alternating_flip_mirrors_every_image_every_other_epoch():
   np.testing.assert_array_equal(flips[3], flips[1])
   crops = [noise[..., :2] for _, noise in plans]
   assert not np.array_equal(crops[0], crops[2])  # translations stay fresh every epoch
+
+
+def test_images_of_varying_sizes_are_kept_apart_then_resized_to_one_size():
+  from zoo.data import images
+  rng = np.random.default_rng(0)
+  decoded = [rng.integers(0, 256, (h, w, 1), dtype=np.uint8) for h, w in ((20, 30), (40, 24), (28, 28))]
+  ragged = tfds_source._stack(decoded)  # as TFDS's reader gives a split of varying-size images
+  assert ragged.dtype == object and len(ragged) == 3
+  resized = images.resize_all(ragged, (28, 28, 1))
+  assert resized.shape == (3, 28, 28, 1) and resized.dtype == np.uint8
+  np.testing.assert_array_equal(resized[2], decoded[2])  # the one of the right size is kept as it is
+  assert tfds_source._stack(decoded[2:] * 2).shape == (2, 28, 28, 1)  # one size: a plain array

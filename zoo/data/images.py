@@ -60,12 +60,14 @@ def to_array(image, shape: Sequence[int]) -> np.ndarray:
 
 
 def resize_all(images: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-  """uint8 images [N, H, W, C] -> [N, *shape], each through `to_array`."""
+  """uint8 images [N, H, W, C] (or an object array of images of varying sizes) -> [N, *shape],
+  each through `to_array`."""
   from PIL import Image
-  if images.shape[1:] == tuple(shape):
+  if images.dtype != object and images.shape[1:] == tuple(shape):
     return images
-  squeeze = images.shape[-1] == 1
-  return np.stack([to_array(Image.fromarray(image[..., 0] if squeeze else image), shape) for image in images])
+  squeeze = lambda image: image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+  resized = [to_array(Image.fromarray(squeeze(np.asarray(image, np.uint8))), shape) for image in images]
+  return np.stack(resized) if resized else np.zeros((0, *shape), np.uint8)
 
 
 class ImageDataset:

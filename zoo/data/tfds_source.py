@@ -138,9 +138,15 @@ def _read_tfrecords(builder, instructions, split: str) -> dict[str, np.ndarray]:
 
 
 def _stack(values: list) -> np.ndarray:
-  """One array per feature, as tf.data batches give it: strings as an object array of bytes."""
+  """One array per feature, as tf.data batches give it: strings as an object array of bytes, and
+  arrays of different shapes (images of varying sizes) as an object array of arrays, which the
+  image dataset resizes to one size."""
   if isinstance(values[0], (bytes, str)):
     return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
+  if len({np.shape(v) for v in values}) > 1:
+    ragged = np.empty(len(values), dtype=object)
+    ragged[:] = values
+    return ragged
   return np.stack(values)
 
 
