@@ -93,7 +93,7 @@ def define_flags(defaults: Config) -> None:
   flags.DEFINE_multi_string('image', None, '--mode=predict, image models: an image file to classify, any '
                             'format and size Pillow opens (repeatable); without it, one path per line from stdin.')
   flags.DEFINE_string('workdir', None, 'Run directory: config, checkpoints, history, plots, TensorBoard. '
-                      'Default: workdirs/<dataset>_<model>.')
+                      'Default: workdirs/<dataset or folder name>_<model>.')
   flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).')
   flags.DEFINE_string('coordinator_address', None, 'Multi-process: host:port of process 0 '
                       '(jax.distributed). On a TPU pod or under SLURM, leave the three flags unset: '
@@ -221,18 +221,15 @@ def run(argv) -> None:
     history = loop.train_and_evaluate(config_from_flags(), workdir, FLAGS.data_dir)
     summary = {'workdir': str(workdir), 'epochs': len(history),
                'eval_split': FLAGS.eval_split, 'wall_seconds': round(time.perf_counter() - start, 1)}
-    evaluated = [entry for entry in history if 'eval_accuracy' in entry]  # a stop may follow an epoch without
+    # The last evaluated epoch: a SIGTERM stop may come after an epoch that was not evaluated.
+    evaluated = [entry for entry in history if 'eval_accuracy' in entry]
     if evaluated:
       summary.update(eval_epoch=evaluated[-1]['epoch'], eval_accuracy=evaluated[-1]['eval_accuracy'],
                      eval_loss=evaluated[-1]['eval_loss'])
     print(json.dumps(summary), flush=True)
   except ZooError as e:
-    _exit_with(e)
-
-
-def _exit_with(error: ZooError) -> None:
-  print(f'error: {error}', file=sys.stderr, flush=True)
-  sys.exit(1)
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 def _inputs_from_stdin(flag: str, what: str) -> list[str]:

@@ -41,6 +41,6 @@ def assert_one_line_error(result, problem: str, fix: str):
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1, result.stderr[-3000:]
   assert '; ' in errors[0], f'no "; <fix>" part: {errors[0]}'
-  named, remedy = errors[0].split('; ', 1)[0], errors[0].split('; ', 1)[1]
+  remedy = errors[0].split('; ', 1)[1]
   assert problem in errors[0], errors[0]
   assert fix in remedy, f'{fix!r} not in the fix part of: {errors[0]}'

@@ -24,6 +24,7 @@ from zoo.training import config as config_lib
 
 log = logging.getLogger('zoo')
 
+
 def read_image(source, shape: Sequence[int]) -> np.ndarray:
   """A path or PIL image -> uint8 [height, width, channels] in the training format (alpha over
   white, RGB or L, Pillow's bicubic resize: `zoo.data.images.to_array`)."""

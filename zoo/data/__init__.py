@@ -12,7 +12,6 @@ import functools
 from pathlib import Path
 
 from zoo.data import sources
-from zoo.errors import ZooError
 
 # <workdir>/dataset.json: the dataset's `describe()` (class names, input format), written when
 # training starts, so that a trained model can be used with nothing but its workdir.
@@ -40,23 +39,23 @@ def _with_image_size(info: sources.DatasetInfo, image_size: int) -> sources.Data
 
 def dataset_info(config, data_dir) -> sources.DatasetInfo:
   """The description of the config's data: a folder's layout, or the TFDS dataset's metadata."""
-  folder_path = getattr(config, 'image_folder', '') or getattr(config, 'text_folder', '')
+  folder_path = config.image_folder or config.text_folder
   if folder_path:
     from zoo.data import folders, images
-    kind = 'image' if getattr(config, 'image_folder', '') else 'text'
+    kind = 'image' if config.image_folder else 'text'
     folder = folders.scan(folder_path, kind)
     shape = (images.FOLDER_IMAGE_SIZE, images.FOLDER_IMAGE_SIZE, 3) if kind == 'image' else None
     info = sources.DatasetInfo(Path(folder_path).expanduser().name, kind, kind, 'label', folder.class_names, shape)
   else:
     info = sources.dataset_info(config.dataset, data_dir)
-  return _with_image_size(info, getattr(config, 'image_size', 0)) if info.kind == 'image' else info
+  return _with_image_size(info, config.image_size) if info.kind == 'image' else info
 
 
 def open_dataset(config, data_dir, workdir, info: sources.DatasetInfo | None = None):
   """The dataset the config names, described by `info` when given (a workdir's dataset.json:
   no data needs to be reachable then), else by `dataset_info`."""
   info = info or dataset_info(config, data_dir)
-  folder_path = getattr(config, 'image_folder', '') or getattr(config, 'text_folder', '')
+  folder_path = config.image_folder or config.text_folder
   if folder_path:
     from zoo.data import folders
     scanned = functools.cache(lambda: folders.scan(folder_path, info.kind))
