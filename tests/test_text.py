@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import last_json_line, real_data_dir, run_experiment
+from zoo import workdir as workdir_lib
 from zoo.data import text
 from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
 
@@ -44,12 +45,12 @@ def test_only_process_0_learns_and_writes_the_vocabulary_the_others_wait_and_rea
   info = DatasetInfo('imdb_reviews', 'text', 'text', 'label', ('neg', 'pos'))
   dataset = text.TextDataset(info, no_training_texts, vocab_size=10, max_length=4, train_split='train',
                              workdir=tmp_path)
-  written = threading.Timer(0.5, lambda: (tmp_path / text.VOCABULARY_FILE).write_text('deep\nlearning'))
+  written = threading.Timer(0.5, lambda: (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('deep\nlearning'))
   written.start()  # process 0 writes the file a little later
   tokenizer = dataset.tokenizer()
   written.join()
   assert text.words(tokenizer) == ['deep', 'learning']
-  assert sorted(p.name for p in tmp_path.iterdir()) == [text.VOCABULARY_FILE]  # nothing else written
+  assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lib.VOCABULARY_FILE]  # nothing else written
 
 
 def test_saved_vocabulary_gives_the_same_ids():

@@ -17,11 +17,10 @@ import flax
 import jax
 import orbax.checkpoint as ocp
 
+from zoo import workdir as workdir_lib
 from zoo.errors import ZooError
 
 log = logging.getLogger('zoo')
-
-CHECKPOINT_DIR = 'checkpoints'
 
 
 def create_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
@@ -30,7 +29,7 @@ def create_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.Ch
       create=not read_only, read_only=read_only,
       # Saving runs in a background thread while training goes on; `wait` joins it.
       enable_async_checkpointing=not read_only)
-  return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+  return ocp.CheckpointManager(workdir_lib.checkpoint_dir(workdir), options=options)
 
 
 def _tree(state, epoch_metrics) -> dict:
@@ -100,7 +99,7 @@ def restore_arrays(workdir, step: int | None = None) -> tuple[int, dict]:
     absl_logger.setLevel(level)
   saved = sorted(manager.all_steps(), reverse=True)
   if not saved:
-    raise ZooError(f'{Path(workdir) / CHECKPOINT_DIR} holds no checkpoint; train first or pass another workdir')
+    raise ZooError(f'{workdir_lib.checkpoint_dir(workdir)} holds no checkpoint; train first or pass another workdir')
   if step is not None and step not in saved:
     raise ZooError(f'{workdir} has no checkpoint of step {step}; saved steps: {", ".join(map(str, sorted(saved)))}')
   for candidate in [step] if step is not None else saved:

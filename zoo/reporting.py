@@ -1,27 +1,13 @@
-"""What a run leaves for people: history.json, the seed's accuracy plot, TensorBoard events, eval.json."""
+"""What a run shows people while it trains: the seed's accuracy plot and TensorBoard scalars (the
+files' names and places are `zoo.workdir`'s)."""
 import itertools
-import json
 import logging
 import os
 import socket
 import time
 from pathlib import Path
 
-HISTORY_FILE = 'history.json'
-PLOT_FILE = 'history.png'
-EVAL_FILE = 'eval.json'
-
-
-def read_history(workdir) -> list[dict]:
-  path = Path(workdir) / HISTORY_FILE
-  return json.loads(path.read_text()) if path.exists() else []
-
-
-def write_json(path: Path, value) -> None:
-  """Writes via a temporary file and a rename, so a kill never leaves half a file."""
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(value, indent=2) + '\n')
-  tmp.replace(path)
+from zoo import workdir as workdir_lib
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -62,7 +48,7 @@ class TensorBoard:
       logging.getLogger('zoo').warning('No TensorBoard scalars (%s); history.json and the plot are written', e)
       return
     self._event, self._summary = event_pb2.Event, summary_pb2.Summary
-    directory = Path(workdir) / 'tensorboard'
+    directory = workdir_lib.tensorboard_dir(workdir)
     directory.mkdir(parents=True, exist_ok=True)
     # TensorBoard's file naming; a resumed run adds a file beside the earlier ones (never over one).
     prefix = f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}'

@@ -5,6 +5,9 @@ step per batch: it serves any split. `DeviceFeed` puts the whole split on every 
 is 150 MB as uint8) and runs up to `steps_per_dispatch` steps per jitted call, each gathering and
 augmenting its batch on the device. Both follow `pipeline.epoch_plan`, so a run may switch feeds,
 device counts or process counts between resumes and still see the same batches.
+
+Feeds deliver batches: the steps they run come built from `builder.Program`, and of the config they
+read only what says how batches are made and dispatched (batch sizes, seed, pipeline, steps per call).
 """
 import jax
 import numpy as np
@@ -23,10 +26,6 @@ def choose(config, dataset, split: pipeline.ArraySplit) -> str:
   return 'device' if fits and hasattr(dataset, 'preprocess_on_device') else 'tf_data'
 
 
-def _lookahead(config, split: pipeline.ArraySplit):
-  return steps.Lookahead.from_config(config, pipeline.steps_per_epoch(split.num_examples, config.batch_size))
-
-
 def _process_slice() -> pipeline.ProcessSlice:
   return pipeline.ProcessSlice(jax.process_index(), jax.process_count())
 
@@ -35,9 +34,9 @@ class HostFeed:
   """tf.data on the host, one dispatch per step."""
   max_steps_per_call = 1
 
-  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
-    self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
-    self._step = steps.make_train_step(mesh, config.label_smoothing, _lookahead(config, split))
+  def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
+    self.config, self.dataset, self.split, self.mesh = config, dataset, split, program.mesh
+    self._step = program.train_step
     self._compiled = None
     self._batches = None
     self.flops_per_step = 0.0
@@ -61,15 +60,14 @@ class HostFeed:
 class DeviceFeed:
   """The split held on the devices; `max_steps_per_call` steps per jitted call."""
 
-  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
-    self.config, self.dataset, self.mesh = config, dataset, mesh
+  def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
+    self.config, self.dataset, self.mesh = config, dataset, program.mesh
     self.num_examples = split.num_examples
     self.max_steps_per_call = config.steps_per_dispatch
-    replicated = steps.replicated(mesh)
+    replicated = steps.replicated(self.mesh)
     self._inputs = steps.put_global(split.inputs, replicated)
     self._labels = steps.put_global(split.labels, replicated)
-    self._loop = steps.make_train_loop(mesh, dataset.preprocess_on_device, config.label_smoothing,
-                                       _lookahead(config, split))
+    self._loop = program.train_loop(dataset.preprocess_on_device)
     self._compiled = None
     self._plan = None
     self._next = 0
@@ -93,17 +91,18 @@ class DeviceFeed:
     return self._compiled(*args)
 
 
-def create(config, dataset, split: pipeline.ArraySplit, mesh):
+def create(config, program, dataset, split: pipeline.ArraySplit):
+  """The feed `--input_pipeline` asks for (`auto`: `choose`), running `program`'s train step."""
   feed = DeviceFeed if choose(config, dataset, split) == 'device' else HostFeed
-  return feed(config, dataset, split, mesh)
+  return feed(config, program, dataset, split)
 
 
 class HostEval:
   """Evaluation batches through tf.data, one dispatch per batch."""
 
-  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
-    self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
-    self._step = steps.make_eval_step(mesh)
+  def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
+    self.config, self.dataset, self.split, self.mesh = config, dataset, split, program.mesh
+    self._step = program.eval_step
 
   def __call__(self, state) -> dict:
     sums = steps.zero_metrics(self.mesh)
@@ -118,19 +117,20 @@ class HostEval:
 class DeviceEval:
   """The evaluation split held on the devices, evaluated in one call."""
 
-  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
+  def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
+    mesh = program.mesh
     replicated = steps.replicated(mesh)
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
     indices, mask = pipeline.eval_plan(split.num_examples, config.eval_batch_size)
     self._args = (steps.put_global(split.inputs, replicated), steps.put_global(split.labels, replicated),
                   steps.put_global(indices, sharding), steps.put_global(mask, sharding))
-    self._loop = steps.make_eval_loop(mesh, dataset.preprocess_on_device)
+    self._loop = program.eval_loop(dataset.preprocess_on_device)
 
   def __call__(self, state) -> dict:
     return self._loop(state, *self._args)
 
 
-def create_eval(config, dataset, split: pipeline.ArraySplit, mesh):
+def create_eval(config, program, dataset, split: pipeline.ArraySplit):
   """Evaluates every example of `split` exactly once: state -> summed loss, correct, count."""
   evaluator = DeviceEval if choose(config, dataset, split) == 'device' else HostEval
-  return evaluator(config, dataset, split, mesh)
+  return evaluator(config, program, dataset, split)

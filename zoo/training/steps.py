@@ -40,13 +40,6 @@ class Lookahead:
   total_steps: int
   steps_per_epoch: int
 
-  @classmethod
-  def from_config(cls, config, steps_per_epoch: int) -> Optional['Lookahead']:
-    if not config.lookahead:
-      return None
-    return cls(config.lookahead_start_epoch * steps_per_epoch, config.lookahead_every_steps,
-               config.lookahead_decay, config.epochs * steps_per_epoch, steps_per_epoch)
-
   def __call__(self, state: TrainState) -> TrainState:
     step = state.step
     first = (self.start_step // self.every + 1) * self.every
