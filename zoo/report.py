@@ -186,9 +186,10 @@ def _confusion_png(confusion: np.ndarray, class_names: list[str]) -> bytes:
   fig = _figure(side + 1.2, side)
   ax = fig.add_subplot()
   fraction = _ratio(confusion, confusion.sum(axis=1, keepdims=True))
-  image = ax.imshow(fraction, cmap='Blues', norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation='nearest')
+  norm = PowerNorm(0.5, vmin=0, vmax=1)
+  image = ax.imshow(fraction, cmap='Blues', norm=norm, interpolation='nearest')
   colorbar = fig.colorbar(image, ax=ax, fraction=0.3 / side, pad=0.02)
-  colorbar.set_ticks([0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1])
+  colorbar.set_ticks([0, 0.05, 0.1, 0.25, 0.5, 0.75, 1])
   colorbar.set_label('fraction of the true class (square-root scale)')
   ticks = np.arange(num_classes)
   ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -208,7 +209,7 @@ def _confusion_png(confusion: np.ndarray, class_names: list[str]) -> bytes:
     for (row, column), count in np.ndenumerate(confusion):
       if count:
         ax.text(column, row, f'{count:,}', ha='center', va='center', fontsize=number_size,
-                color='white' if fraction[row, column] > 0.5 else 'black')
+                color='white' if norm(fraction[row, column]) > 0.6 else 'black')
   fig.tight_layout()
   return _png(fig)
 
@@ -309,6 +310,7 @@ th { background: #f4f4f4; } td.name, th.name { text-align: left; }
 table.summary td:first-child { text-align: left; color: #555; }
 tr.weak td { background: #fff3f0; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.scroll { overflow-x: auto; } .scroll img { max-width: none; }
 .note { color: #666; font-size: 0.92em; }
 ol.mistakes li { margin-bottom: 1em; }
 .verdict { font-weight: 600; } .text { white-space: pre-line; color: #333; }
@@ -346,7 +348,9 @@ def _page(metrics, probabilities, labels, *, kind, examples, mistakes, num_mista
 
   parts.append('<h2 id="confusion">Confusion matrix</h2><p class="note">Rows are the true class, columns '
                'the predicted one; the colour is the fraction of the true class.</p>' +
-               _img(figures[CONFUSION_FILE], 'confusion matrix'))
+               # Many classes: shown at full size (scrolling), where shrunk to the page its names blur.
+               _img(figures[CONFUSION_FILE], 'confusion matrix',
+                    full_size=len(class_names) > NUMBERS_IN_CELLS_UP_TO))
   parts.append(_confused_pairs(np.asarray(metrics['confusion']), class_names))
 
   parts.append('<h2 id="calibration">Calibration</h2><p class="note">Accuracy of the examples in each '
@@ -368,8 +372,9 @@ def _page(metrics, probabilities, labels, *, kind, examples, mistakes, num_mista
   return '\n'.join(parts)
 
 
-def _img(png: bytes, alt: str) -> str:
-  return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>'
+def _img(png: bytes, alt: str, full_size: bool = False) -> str:
+  return (f'<div class="{"scroll" if full_size else "figure"}"><img alt="{html.escape(alt)}" '
+          f'src="data:image/png;base64,{base64.b64encode(png).decode()}"></div>')
 
 
 def _format(value) -> str:
