@@ -1,8 +1,10 @@
 """zoo.report: every metric against scikit-learn or a case worked out by hand; the report's files and page."""
 import base64
 import html
-import io
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +210,24 @@ def test_history_plot_has_whole_epoch_ticks_and_a_title(tmp_path, monkeypatch):
   assert ticks == [1.0, 2.0]
   assert Image.open(tmp_path / 'history.png').format == 'PNG'
   plt.close(drawn[0])
+
+
+def test_report_imports_no_jax_tensorflow_or_training_code(tmp_path):
+  # `zoo/__init__` exports zoo.load (JAX); an empty `zoo` package isolates what zoo.report itself pulls in.
+  code = f'''
+import sys, types
+package = types.ModuleType('zoo'); package.__path__ = [{str(Path(report.__file__).parent)!r}]
+sys.modules['zoo'] = package
+import numpy as np
+from zoo import report
+probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+labels = np.array([0, 0, 1])
+metrics = report.classification_metrics(probabilities, labels, ['a', 'b'])
+report.write_report({str(tmp_path)!r}, metrics, probabilities, labels, kind='text', examples=['x', 'y', 'z'],
+                    history=[{{'epoch': 1, 'train_accuracy': 0.5, 'eval_accuracy': 0.6}}], title='t', summary={{}})
+print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'tensorflow') or m == 'zoo.training'))
+'''
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == '[]'
+  assert (tmp_path / 'history.png').exists()

@@ -3,8 +3,8 @@
 `classification_metrics` turns one pass of predictions into the numbers that `eval.json` records
 (confusion matrix, per-class precision/recall/F1, macro F1, top-5 accuracy, calibration error);
 `write_report` draws the figures and writes `index.html`, a single page with every picture inline so
-that it opens offline and can be mailed or archived as one file. NumPy, matplotlib and Pillow only:
-the report can be redrawn from saved predictions on a machine without JAX or TensorFlow.
+that it opens offline and can be mailed or archived as one file. NumPy and matplotlib (whose PNGs
+Pillow writes) only: no JAX, TensorFlow or training code, so that it works on saved predictions too.
 """
 import base64
 import html
@@ -12,7 +12,6 @@ import io
 import math
 import re
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -113,7 +112,7 @@ def write_report(directory, metrics: dict, probabilities: np.ndarray, labels: np
 
   figures = {CONFUSION_FILE: _confusion_png(np.asarray(metrics['confusion']), class_names),
              CALIBRATION_FILE: _calibration_png(calibration_bins(probabilities, labels), metrics['ece'])}
-  if kind == 'image':
+  if kind == 'image' and examples is not None:
     figures[MISTAKES_FILE] = _mistakes_png(examples, probabilities, labels, mistakes, num_mistakes,
                                            class_names)
   for name, png in figures.items():
@@ -125,7 +124,9 @@ def write_report(directory, metrics: dict, probabilities: np.ndarray, labels: np
   page = _page(metrics, probabilities, labels, kind=kind, examples=examples, mistakes=mistakes,
                num_mistakes=num_mistakes, figures=figures, title=title, summary=summary)
   index = directory / INDEX_FILE
-  index.write_text(page, encoding='utf-8')
+  partial = index.with_name(index.name + '.tmp')  # a kill never leaves half a page
+  partial.write_text(page, encoding='utf-8')
+  partial.replace(index)
   return index
 
 
@@ -138,6 +139,7 @@ def most_confident_mistakes(probabilities: np.ndarray, labels: np.ndarray, count
 
 
 def _checked(probabilities, labels, class_names) -> tuple[np.ndarray, np.ndarray]:
+  """The arrays as float64 and int64, or ValueError: a mismatch here is the caller's bug, not user input."""
   probabilities = np.asarray(probabilities, dtype=np.float64)
   labels = np.asarray(labels)
   if probabilities.ndim != 2 or labels.shape != probabilities.shape[:1]:
@@ -358,8 +360,10 @@ def _page(metrics, probabilities, labels, *, kind, examples, mistakes, num_mista
                'averaged over examples.</p>' + _img(figures[CALIBRATION_FILE], 'reliability diagram'))
 
   parts.append('<h2 id="mistakes">Most confident mistakes</h2>')
-  if kind == 'image':
+  if MISTAKES_FILE in figures:
     parts.append(_img(figures[MISTAKES_FILE], 'most confident mistakes'))
+  elif kind == 'image':
+    parts.append(f'<p>{num_mistakes:,} mistakes; the images were not given to the report.</p>')
   else:
     parts.append(_text_mistakes(examples, probabilities, labels, mistakes, num_mistakes, class_names))
 
