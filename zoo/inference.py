@@ -17,6 +17,7 @@ import numpy as np
 from zoo import checkpoints
 from zoo.data import images
 from zoo.errors import ZooError
+from zoo.models import probabilities
 from zoo.training import builder
 
 log = logging.getLogger('zoo')
@@ -99,13 +100,6 @@ class TrainedModel:
       return np.zeros((0, len(self.class_names)), np.float32)
     return probabilities(np.concatenate(logits))
 
-
-def probabilities(logits: np.ndarray) -> np.ndarray:
-  """One logit (binary, sigmoid) -> [p(class 0), p(class 1)]; several -> softmax."""
-  if logits.shape[-1] == 1:
-    positive = np.asarray(jax.nn.sigmoid(logits[:, 0]))
-    return np.stack([1 - positive, positive], axis=-1)
-  return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
 def load(workdir, step: int | None = None, data_dir: str | None = None) -> TrainedModel:

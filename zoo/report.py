@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from zoo import reporting
+from zoo import workdir as workdir_lib
 
 CALIBRATION_BINS = 15
 CONFUSION_FILE = 'confusion.png'
 CALIBRATION_FILE = 'calibration.png'
 MISTAKES_FILE = 'mistakes.png'
-HISTORY_FILE = reporting.PLOT_FILE
+HISTORY_FILE = workdir_lib.PLOT_FILE  # the training plot, copied beside the other figures
 INDEX_FILE = 'index.html'
 
 MISTAKES_SHOWN = 24        # a 4 x 6 grid of images, or a list of texts one screen or two long

@@ -98,12 +98,13 @@ class TextDataset:
       if vocabulary is not None:
         self._tokenizer = create_tokenizer(self.vocab_size, self.max_length, vocabulary)
       else:
-        self._tokenizer = fit_tokenizer(self._texts(self.train_split), self.vocab_size, self.max_length)
+        self._tokenizer = fit_tokenizer(self.texts(self.train_split), self.vocab_size, self.max_length)
         if self.workdir is not None:
           workdir_lib.write_vocabulary(self.workdir, words(self._tokenizer))
     return self._tokenizer
 
-  def _texts(self, split: str) -> np.ndarray:
+  def texts(self, split: str) -> np.ndarray:
+    """The split's raw texts (UTF-8 bytes), in example order: what a report shows of a mistake."""
     return self._read_split(split)['text']
 
   def load(self, split: str) -> ArraySplit:

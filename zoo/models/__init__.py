@@ -6,6 +6,7 @@ Every entry takes its output size as `num_classes` (plus whatever the dataset di
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from zoo.models.airbench import AirbenchNet
 from zoo.models.cnn import ResNet, SimpleCNN
@@ -60,6 +61,16 @@ def create_model(name: str, compute_dtype: str = 'float32', tta_level: int = -1,
                      f'one of: {", ".join(with_dtype)}')
     dataset_kwargs['dtype'] = jnp.dtype(compute_dtype)
   return MODELS[name](**dataset_kwargs)
+
+
+def probabilities(logits) -> np.ndarray:
+  """Class probabilities from a model's logits, float32 [N, classes]: one logit means two classes
+  (sigmoid: [p(class 0), p(class 1)]), several a softmax."""
+  logits = np.asarray(logits, np.float32)
+  if logits.shape[-1] == 1:
+    positive = np.asarray(jax.nn.sigmoid(logits[:, 0]))
+    return np.stack([1 - positive, positive], axis=-1)
+  return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
 def batchnorm_scopes(model: nn.Module, sample_inputs) -> frozenset[str]:

@@ -91,6 +91,13 @@ class Program:
   def eval_loop(self, preprocess_on_device):
     return steps.make_eval_loop(self.mesh, preprocess_on_device)
 
+  @functools.cached_property
+  def logits_step(self):
+    return steps.make_logits_step(self.mesh)
+
+  def logits_loop(self, preprocess_on_device):
+    return steps.make_logits_loop(self.mesh, preprocess_on_device)
+
 
 def build(config: Config, model_kwargs: dict, sample: np.ndarray, steps_per_epoch: int, mesh,
           axis_name: Optional[str] = steps.AXIS) -> Program:

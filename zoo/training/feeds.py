@@ -97,21 +97,36 @@ def create(config, program, dataset, split: pipeline.ArraySplit):
   return feed(config, program, dataset, split)
 
 
+def _host_logits(padded_logits: jax.Array, num_examples: int) -> np.ndarray:
+  """Global logits [..., outputs] in eval-plan order -> every process's host copy [N, outputs]."""
+  from jax.experimental import multihost_utils
+  gathered = multihost_utils.process_allgather(padded_logits, tiled=True)
+  return np.asarray(gathered).reshape(-1, gathered.shape[-1])[:num_examples]
+
+
 class HostEval:
   """Evaluation batches through tf.data, one dispatch per batch."""
 
   def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
     self.config, self.dataset, self.split, self.mesh = config, dataset, split, program.mesh
-    self._step = program.eval_step
+    self._program = program
+
+  def _batches(self):
+    return pipeline.eval_batches(self.split, self.dataset.preprocess, global_batch=self.config.eval_batch_size,
+                                 process=_process_slice())
 
   def __call__(self, state) -> dict:
     sums = steps.zero_metrics(self.mesh)
-    batches = pipeline.eval_batches(self.split, self.dataset.preprocess, global_batch=self.config.eval_batch_size,
-                                    process=_process_slice())
-    for local_batch in batches:
-      batch_sums = self._step(state, steps.to_global_batch(local_batch, self.mesh))
+    for local_batch in self._batches():
+      batch_sums = self._program.eval_step(state, steps.to_global_batch(local_batch, self.mesh))
       sums = jax.tree.map(lambda a, b: a + b, sums, batch_sums)
     return sums
+
+  def logits(self, state) -> np.ndarray:
+    """Every example's logits, float32 [N, outputs], in the split's order, on every process."""
+    batches = [self._program.logits_step(state, steps.to_global_batch(local_batch, self.mesh))
+               for local_batch in self._batches()]
+    return np.concatenate([_host_logits(b, len(b)) for b in batches])[:self.split.num_examples]
 
 
 class DeviceEval:
@@ -124,13 +139,21 @@ class DeviceEval:
     indices, mask = pipeline.eval_plan(split.num_examples, config.eval_batch_size)
     self._args = (steps.put_global(split.inputs, replicated), steps.put_global(split.labels, replicated),
                   steps.put_global(indices, sharding), steps.put_global(mask, sharding))
-    self._loop = program.eval_loop(dataset.preprocess_on_device)
+    self.num_examples = split.num_examples
+    self._sums_loop = program.eval_loop(dataset.preprocess_on_device)  # compiled on first use
+    self._logits_loop = program.logits_loop(dataset.preprocess_on_device)
 
   def __call__(self, state) -> dict:
-    return self._loop(state, *self._args)
+    return self._sums_loop(state, *self._args)
+
+  def logits(self, state) -> np.ndarray:
+    """Every example's logits, float32 [N, outputs], in the split's order, on every process."""
+    inputs, _, indices, _ = self._args
+    return _host_logits(self._logits_loop(state, inputs, indices), self.num_examples)
 
 
 def create_eval(config, program, dataset, split: pipeline.ArraySplit):
-  """Evaluates every example of `split` exactly once: state -> summed loss, correct, count."""
+  """Evaluates every example of `split` exactly once: `evaluator(state)` -> summed loss, correct and
+  count (training's per-epoch evaluation), `evaluator.logits(state)` -> every example's logits."""
   evaluator = DeviceEval if choose(config, dataset, split) == 'device' else HostEval
   return evaluator(config, program, dataset, split)

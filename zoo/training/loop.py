@@ -13,12 +13,13 @@ from pathlib import Path
 
 import jax
 
-from zoo import checkpoints, reporting
+import numpy as np
+
+from zoo import checkpoints, models, report, reporting
 from zoo import workdir as workdir_lib
 from zoo.config import Config
 from zoo.data import open_dataset, pipeline
 from zoo.errors import ZooError
-from zoo.models import check_input
 from zoo.training import builder, feeds, steps
 
 # The zoo logs through its own logger so that entry points can show it while keeping orbax's
@@ -93,7 +94,7 @@ def _open(config: Config, workdir: Path, data_dir):
   config.validate(jax.device_count())
   workdir_lib.check_resumable(config, workdir)  # before anything is written into the workdir
   dataset = open_dataset(config, data_dir, workdir)
-  check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
+  models.check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
   train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
   steps_per_epoch = pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
   if steps_per_epoch == 0:
@@ -195,7 +196,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
     if _is_chief():
       workdir_lib.write_history(workdir, history)
-      reporting.plot_history(history, workdir_lib.plot_path(workdir))
+      reporting.plot_history(history, workdir_lib.plot_path(workdir), title=f'{config.model} on {config.data_name}')
       tensorboard.scalars(step, {k: v for k, v in entry.items() if k not in ('epoch', 'step')})
     # Save, after the history: a kill in between leaves an entry that the resumed run drops and
     # redoes, never a checkpoint whose epoch has no entry.
@@ -221,7 +222,9 @@ def _log_progress(config: Config, summary: dict, epoch: int, step: int, total_st
 def evaluate(workdir, data_dir: str | None = None, step: int | None = None, **overrides) -> dict:
   """Evaluates a checkpoint of `workdir` (default: the newest) with the config recorded there, but
   for `overrides` of fields whose role is `eval` (`eval_split`, `eval_batch_size`, `tta_level`:
-  recorded in eval.json) or `runtime`; writes eval.json."""
+  recorded in eval.json) or `runtime`. Every example's prediction is computed once, and accuracy,
+  loss, the report's metrics (`zoo.report`) and its pictures all come from it: writes eval.json and
+  `report/index.html`; returns what eval.json holds."""
   workdir = Path(workdir)
   allowed = Config.fields_with_role('eval', 'runtime')
   if set(overrides) - set(allowed):
@@ -237,11 +240,23 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, **ov
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, eval_split.inputs[:1]),
                           1, mesh)
   state, _ = checkpoints.restore(manager, program.init_state(), steps.zero_metrics(mesh), step)
-  result = _summarise(feeds.create_eval(config, program, dataset, eval_split)(state))
-  report = {'split': config.eval_split, 'step': int(state.step), 'num_examples': result['num_examples'],
-            'accuracy': result['accuracy'], 'loss': result['loss'],
-            'dataset': config.data_name, 'model': config.model,
-            **{k: v for k, v in overrides.items() if k in Config.fields_with_role('eval') and k != 'eval_split'}}
+  start = time.perf_counter()
+  logits = feeds.create_eval(config, program, dataset, eval_split).logits(state)
+  labels = eval_split.labels
+  sums = _summarise(steps.classification_sums(logits, labels, np.ones(len(labels), np.float32)))
+  probabilities = models.probabilities(logits)
+  class_names = list(trained.description['class_names'])
+  result = {'split': config.eval_split, 'step': int(state.step), 'num_examples': len(labels),
+            'accuracy': sums['accuracy'], 'loss': sums['loss'], 'dataset': config.data_name, 'model': config.model,
+            **{k: v for k, v in overrides.items() if k in Config.fields_with_role('eval') and k != 'eval_split'},
+            **report.classification_metrics(probabilities, labels, class_names)}
+  log.info('evaluated %d examples in %.1f s', len(labels), time.perf_counter() - start)
   if _is_chief():
-    workdir_lib.write_eval(workdir, report)
-  return report
+    workdir_lib.write_eval(workdir, result)
+    examples = dataset.texts(config.eval_split) if dataset.kind == 'text' else eval_split.inputs
+    page = report.write_report(
+        workdir_lib.report_dir(workdir), result, probabilities, labels, kind=dataset.kind, examples=examples,
+        history=workdir_lib.read_history(workdir), title=f'{config.model} on {config.data_name}',
+        summary={k: result[k] for k in ('model', 'dataset', 'split', 'step', 'num_examples', 'accuracy', 'loss')})
+    log.info('report: %s', page)
+  return result
