@@ -76,6 +76,11 @@ class Config:
   compute_dtype: str = _field('float32', 'float32 | bfloat16 (models with a dtype field, e.g. airbench): '
                               'activations and conv/matmul inputs; parameters stay float32. Fast on GPUs/TPUs, '
                               'slow on most CPUs.', choices=('float32', 'bfloat16'))
+  init_from: str = _field('', 'Fine-tune: start from the latest checkpoint of this trained workdir (its parameters '
+                          'and BatchNorm statistics; a fresh optimizer). A classifier head of another width '
+                          '(other classes) is created anew.')
+  freeze: str = _field('none', 'none | backbone: train the classifier head only; every other parameter keeps '
+                       'its value (BatchNorm statistics still follow the new data).', choices=('none', 'backbone'))
   seed: int = _field(0, 'Seeds parameters, data order, augmentation and dropout.')
   train_split: str = _field('train', 'TFDS split to train on (slicing works: "train[:45000]").')
   eval_split: str = _field('test', 'TFDS split to evaluate on after every epoch and in --mode=eval.', 'eval')

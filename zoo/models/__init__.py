@@ -86,3 +86,24 @@ def batchnorm_scopes(model: nn.Module, sample_inputs) -> frozenset[str]:
   with nn.intercept_methods(record):
     jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), sample_inputs)
   return frozenset(found)
+
+
+def head_scope(model: nn.Module, sample_inputs) -> str:
+  """The 'a/b' path of the classifier head: the last `nn.Dense` the model calls whose width is the
+  logits' (traced once, abstractly). Fine-tuning creates it anew for other classes and
+  `--freeze=backbone` trains it alone."""
+  calls = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
+      calls.append(('/'.join(context.module.path), out.shape[-1]))
+    return out
+
+  with nn.intercept_methods(record):
+    logits = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False)[0], sample_inputs)
+  heads = [path for path, width in calls if width == logits.shape[-1]]
+  if not heads:
+    raise ZooError(f'{type(model).__name__} has no dense layer giving its logits, so it has no head to '
+                   'fine-tune alone; use --freeze=none')
+  return heads[-1]

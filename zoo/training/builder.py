@@ -46,8 +46,19 @@ class Program:
   axis_name: Optional[str] = steps.AXIS
 
   @functools.cached_property
+  def head(self) -> str:
+    """The classifier head's parameter path (`models.head_scope`)."""
+    return models.head_scope(self.model, self.sample)
+
+  @functools.cached_property
   def optimizer(self):
-    return create_optimizer(self.config, self.steps_per_epoch, frozen=getattr(self.model, 'frozen', ()),
+    frozen = tuple(getattr(self.model, 'frozen', ()))
+    if self.config.freeze == 'backbone':  # every parameter outside the head
+      shapes = jax.eval_shape(lambda x: self.model.init(jax.random.key(0), x, train=False), self.sample)
+      paths = ['/'.join(str(getattr(k, 'key', k)) for k in path)
+               for path, _ in jax.tree_util.tree_flatten_with_path(shapes['params'])[0]]
+      frozen += tuple(p for p in paths if not p.startswith(self.head + '/'))
+    return create_optimizer(self.config, self.steps_per_epoch, frozen=frozen,
                             frozen_after_epochs=getattr(self.model, 'frozen_after_epochs', ()),
                             batchnorm_scopes=models.batchnorm_scopes(self.model, self.sample))
 

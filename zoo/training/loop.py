@@ -20,7 +20,7 @@ from zoo import workdir as workdir_lib
 from zoo.config import Config
 from zoo.data import open_dataset, pipeline
 from zoo.errors import ZooError
-from zoo.training import builder, feeds, steps
+from zoo.training import builder, feeds, finetune, steps
 
 # The zoo logs through its own logger so that entry points can show it while keeping orbax's
 # and TensorFlow's INFO chatter (absl's logger) quiet.
@@ -93,6 +93,8 @@ def _open(config: Config, workdir: Path, data_dir):
   yet), then reads the splits: (dataset, train split, eval split, steps per epoch)."""
   config.validate(jax.device_count())
   workdir_lib.check_resumable(config, workdir)  # before anything is written into the workdir
+  if config.init_from:
+    workdir_lib.trained_config(config.init_from)  # a fine-tuning source must be a trained workdir
   dataset = open_dataset(config, data_dir, workdir)
   models.check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
   train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
@@ -141,6 +143,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     workdir_lib.record_description(workdir, dataset.describe())  # class names and input format, for zoo.load
   metrics = steps.zero_metrics(mesh)
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
+  if config.init_from and manager.latest_step() is None:  # a fine-tuning run's start (resumes restore)
+    state = finetune.start_from(program, state, config.init_from)
   if manager.latest_step() is not None:
     state, metrics = checkpoints.restore(manager, state, metrics, set_aside_unreadable=True)
     log.info('Resuming from step %d in %s', int(state.step), manager.directory)
