@@ -45,15 +45,15 @@ class TwoProcesses:
   def stderr(self, i: int) -> str:
     return (self.logs / f'{i}.err').read_text()
 
-  def wait_for_progress(self, i: int, timeout: float = 120) -> None:
-    """Until process `i` has logged a training step of the first epoch (training is under way)."""
+  def wait_for_progress(self, i: int, past_step: int, timeout: float = 120) -> None:
+    """Until process `i` has logged a training step after `past_step` (training is under way)."""
     deadline = time.time() + timeout
     while time.time() < deadline and all(p.poll() is None for p in self.processes):
-      if re.search(r'epoch 1/\d+ step [1-9]', self.stderr(i)):
+      if any(int(s) > past_step for s in re.findall(r'epoch \d+/\d+ step (\d+)/', self.stderr(i))):
         return
       time.sleep(0.05)
     self.kill()
-    raise AssertionError(f'process {i} logged no training step:\n{self.stderr(i)[-3000:]}')
+    raise AssertionError(f'process {i} logged no training step after {past_step}:\n{self.stderr(i)[-3000:]}')
 
   def wait(self, timeout: float) -> list[int]:
     deadline = time.time() + timeout
@@ -85,35 +85,47 @@ def assert_bit_identical(workdir, reference_workdir):
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)))
 
 
-@pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('uninterrupted') / 'w'
-  run = TwoProcesses(workdir, workdir.parent / 'logs')
-  assert run.wait(timeout=240) == [0, 0], run.stderr(0)[-3000:] + run.stderr(1)[-3000:]
-  return workdir
+def finish(run: TwoProcesses, timeout: float) -> None:
+  assert run.wait(timeout) == [0, 0], run.stderr(0)[-3000:] + run.stderr(1)[-3000:]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('signalled', [1, 0])
-def test_sigterm_to_one_process_saves_the_same_step_everywhere_then_resumes_bit_identical(
-    uninterrupted, tmp_path, signalled):
-  workdir = tmp_path / 'w'
-  run = TwoProcesses(workdir, tmp_path / 'logs')
-  run.wait_for_progress(signalled)
-  run.processes[signalled].send_signal(signal.SIGTERM)  # this process only
-  assert run.wait(timeout=60) == [0, 0], run.stderr(0)[-3000:] + run.stderr(1)[-3000:]
+def interrupt(run: TwoProcesses, signalled: int, past_step: int) -> int:
+  """SIGTERM to process `signalled` alone once it trains past `past_step`; returns the step that both
+  processes saved and named."""
+  run.wait_for_progress(signalled, past_step)
+  run.processes[signalled].send_signal(signal.SIGTERM)
+  finish(run, timeout=60)
   saved = []
   for i in range(2):
     lines = [line for line in run.stderr(i).splitlines() if 'rerun the same command to resume' in line]
     assert len(lines) == 1, run.stderr(i)[-3000:]
     saved.append(int(re.search(r'saved step (\d+)', lines[0]).group(1)))
-  assert saved[0] == saved[1] < TOTAL_STEPS, saved
-  stopped_at = saved[0]
-  step, _ = final_params(workdir)
-  assert step == stopped_at  # the workdir holds the step both processes named
+  assert saved[0] == saved[1], saved
+  return saved[0]
 
-  rerun = TwoProcesses(workdir, tmp_path / 'rerun-logs')
-  assert rerun.wait(timeout=240) == [0, 0], rerun.stderr(0)[-3000:] + rerun.stderr(1)[-3000:]
+
+def assert_resumed(run: TwoProcesses, step: int) -> None:
   for i in range(2):
-    assert f'Resuming from step {stopped_at} in' in rerun.stderr(i), rerun.stderr(i)[-3000:]
-  assert_bit_identical(workdir, uninterrupted)
+    assert f'Resuming from step {step} in' in run.stderr(i), run.stderr(i)[-3000:]
+
+
+@pytest.mark.slow
+def test_sigterm_to_either_process_stops_both_at_one_saved_step_and_reruns_end_bit_identical(tmp_path):
+  reference = tmp_path / 'uninterrupted'
+  finish(TwoProcesses(reference, tmp_path / 'logs-uninterrupted'), timeout=240)
+
+  workdir = tmp_path / 'w'
+  first_stop = interrupt(TwoProcesses(workdir, tmp_path / 'logs-1'), signalled=1, past_step=0)
+  assert 0 < first_stop < TOTAL_STEPS
+  assert final_params(workdir)[0] == first_stop  # the workdir holds the step both processes named
+
+  rerun = TwoProcesses(workdir, tmp_path / 'logs-2')  # the same command; now process 0 is signalled
+  second_stop = interrupt(rerun, signalled=0, past_step=first_stop)
+  assert_resumed(rerun, first_stop)
+  assert first_stop < second_stop < TOTAL_STEPS
+  assert final_params(workdir)[0] == second_stop
+
+  last = TwoProcesses(workdir, tmp_path / 'logs-3')
+  finish(last, timeout=240)
+  assert_resumed(last, second_stop)
+  assert_bit_identical(workdir, reference)

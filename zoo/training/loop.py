@@ -7,8 +7,6 @@ replicated state -> orbax checkpoint + history.
 import dataclasses
 import logging
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from zoo.training import config as config_lib
 from zoo.training import feeds, steps
 from zoo.training.config import Config
 from zoo.training.optimizers import create_optimizer
+from zoo.training.preemption import Preemption
 
 # The zoo logs through its own logger so that entry points can show it while keeping orbax's
 # and TensorFlow's INFO chatter (absl's logger) quiet.
@@ -31,26 +30,6 @@ log = logging.getLogger('zoo')
 
 def _is_chief() -> bool:
   return jax.process_index() == 0
-
-
-class Preemption:
-  """Turns SIGTERM (a preemption notice) into a request the loop answers by checkpointing and
-  returning, instead of dying mid-step."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._request)
-
-  def _request(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def restore(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
 
 
 def _stop_for_preemption(preemption: Preemption, manager, step: int, history: list[dict]) -> list[dict]:
@@ -159,7 +138,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
         else:  # GPU plugins: seen on an H200 with JAX 0.11.2; the same step's count on CPU holds
           log.info('train step: XLA gives no FLOP count on %s; FLOP figures are left out', jax.default_backend())
       step = stop
-      if preemption.requested and step % steps_per_epoch:  # at an epoch's end: finish the epoch first
+      if preemption.should_stop() and step % steps_per_epoch:  # at an epoch's end: finish the epoch first
         _check_finite(_summarise(metrics), step, manager, state)
         checkpoints.save(manager, state, metrics)
         return _stop_for_preemption(preemption, manager, step, history)
