@@ -7,18 +7,21 @@ One process alone catches SIGTERM with a Python handler and stops at its next bo
 
 Several processes (`jax.distributed`) use JAX's preemption sync manager, which
 `jax.distributed.initialize` starts: its C++ handler takes SIGTERM in whichever process receives
-it (a Python handler installed over it would hide the notice from the other processes), the
-coordination service tells every process, and a background protocol picks the sync point: one more
-than the highest call counter any process has passed to `reached_preemption_sync_point`. Every
-process reaches that counter, so all stop at the same boundary. It costs nothing until a notice
-comes, where agreeing through a collective at every boundary would make the host wait for the
-devices there, and it is JAX's own mechanism, which orbax's `CheckpointManager.reached_preemption`
-also calls. Two conditions keep it correct:
+it, the coordination service tells every process, and a background protocol picks the sync point,
+one more than the highest call counter any process has passed to `reached_preemption_sync_point`;
+every process reaches that counter, so all stop at the same boundary. A Python handler installed
+over it would see the notice in one process only, which then saves (a collective) while the others
+train on: the run hangs. This is the simplest correct choice: it is JAX's own, it costs nothing
+until a notice comes, whereas agreeing through a collective at every boundary would make the host
+wait for the devices there. Orbax's preemption support is the same call with the training step as
+the counter, which cannot work here, hence two conditions:
 - the counter must go up by exactly one per call and be the same on every process at the same
-  boundary (a counter that jumps could skip the sync point on one process only), so it counts
-  boundaries, not steps (a dispatch runs several steps);
+  boundary (one that jumps, as steps do between boundaries, could skip the sync point on one
+  process only), so it counts boundaries;
 - nothing else may call `reached_preemption_sync_point`, since every call sets the counter: zoo
-  checkpoint managers therefore answer `reached_preemption` with False (`zoo.checkpoints`).
+  checkpoint managers answer orbax's own `reached_preemption` with False (`zoo.checkpoints`).
+With `jax_enable_preemption_service` turned off, each process answers its own SIGTERM as one
+process alone does.
 """
 import signal
 import threading
