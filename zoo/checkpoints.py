@@ -23,13 +23,23 @@ from zoo.errors import ZooError
 log = logging.getLogger('zoo')
 
 
+class _Manager(ocp.CheckpointManager):
+  """Orbax's manager, leaving JAX's preemption sync point to the training loop alone."""
+
+  def reached_preemption(self, step: int) -> bool:
+    # Orbax would pass the step as the sync manager's call counter, also from its background
+    # finalize thread; `zoo.training.preemption` counts dispatch boundaries and must be its only caller.
+    del step
+    return False
+
+
 def create_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
       create=not read_only, read_only=read_only,
       # Saving runs in a background thread while training goes on; `wait` joins it.
       enable_async_checkpointing=not read_only)
-  return ocp.CheckpointManager(workdir_lib.checkpoint_dir(workdir), options=options)
+  return _Manager(workdir_lib.checkpoint_dir(workdir), options=options)
 
 
 def _tree(state, epoch_metrics) -> dict:

@@ -6,13 +6,10 @@ replicated state -> orbax checkpoint + history.
 """
 import logging
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 
 import jax
-
 import numpy as np
 
 from zoo import checkpoints, models, report, reporting
@@ -21,6 +18,7 @@ from zoo.config import Config
 from zoo.data import open_dataset, pipeline
 from zoo.errors import ZooError
 from zoo.training import builder, feeds, finetune, steps
+from zoo.training.preemption import Preemption
 
 # The zoo logs through its own logger so that entry points can show it while keeping orbax's
 # and TensorFlow's INFO chatter (absl's logger) quiet.
@@ -29,26 +27,6 @@ log = logging.getLogger('zoo')
 
 def _is_chief() -> bool:
   return jax.process_index() == 0
-
-
-class Preemption:
-  """Turns SIGTERM (a preemption notice) into a request the loop answers by checkpointing and
-  returning, instead of dying mid-step."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._request)
-
-  def _request(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def restore(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
 
 
 def _stop_for_preemption(preemption: Preemption, manager, step: int, history: list[dict]) -> list[dict]:
@@ -176,7 +154,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
         flops_logged = True
         _log_flops(feed.flops_per_step)
       step = stop
-      if preemption.requested and step % steps_per_epoch:  # at an epoch's end: finish the epoch first
+      # Asked at every boundary (processes agree on the step); at an epoch's end: finish the epoch first.
+      if preemption.should_stop() and step % steps_per_epoch:
         _save(manager, state, metrics, step, _summarise(metrics)['loss'])
         return _stop_for_preemption(preemption, manager, step, history)
       if step % config.log_every_steps == 0:
