@@ -67,11 +67,13 @@ def _summarise(sums: dict) -> dict:
           'num_examples': int(sums['count'])}
 
 
-def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, init_inputs=None):
+def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, init_split=None):
   """The model and a freshly initialised, replicated train state (the template restores fill).
 
-  Models with a data-dependent initialisation (`init_from_data`, e.g. airbench's whitening layer)
-  get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it.
+  Models with a data-dependent initialisation (`init_from_data`, e.g. airbench's whitening layer,
+  the n-gram model's Naive Bayes ratios) get it from the first `init_examples` (None: all) of
+  `init_split`, the training split, preprocessed, with their labels; restoring a checkpoint
+  overrides it.
   """
   check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
   model = create_model(config.model, config.compute_dtype, config.tta_level, **dataset.model_kwargs())
@@ -80,8 +82,11 @@ def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, i
                         frozen_after_epochs=getattr(model, 'frozen_after_epochs', ()),
                         batchnorm_scopes=batchnorm_scopes(model, sample))
   state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh, config.lookahead)
-  if init_inputs is not None and hasattr(model, 'init_from_data'):
-    params = model.init_from_data(jax.device_get(state.params), pipeline.preprocess_for_eval(dataset, init_inputs))
+  if init_split is not None and hasattr(model, 'init_from_data'):
+    count = getattr(model, 'init_examples', None)
+    params = model.init_from_data(jax.device_get(state.params),
+                                  pipeline.preprocess_for_eval(dataset, init_split.inputs[:count]),
+                                  init_split.labels[:count])
     replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), tree)
     state = state.replace(params=replicate(params), opt_state=replicate(tx.init(params)))
     if state.lookahead is not None:
@@ -120,7 +125,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
                    f'batch of --batch_size={config.batch_size}; use a smaller batch or a larger split')
   total_steps = config.epochs * steps_per_epoch
   _, state = _build(config, dataset, train_split.inputs[:1], steps_per_epoch, mesh,
-                    init_inputs=train_split.inputs[:5000])
+                    init_split=train_split)
   if _is_chief():  # Only once every name and split has proven valid: a typo must not be recorded.
     config_lib.record(config, workdir)
     if not (workdir / DESCRIPTION_FILE).exists():  # class names and input format, for `zoo.load`
