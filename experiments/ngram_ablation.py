@@ -1,8 +1,9 @@
 """What each ingredient of the n-gram model adds: `python -m experiments.ngram_ablation
 --flagfile=experiments/recipes/imdb_ngram.flags --data_dir=DIR --train_split=... --eval_split=...`.
 
-Trains the recipe with the model's n-gram order cut to 1 and 2, and without the Naive Bayes
-weighting (a plain logistic regression on the binary bag), each in `<workdir>/<variant>`, and
+Trains the recipe with the model's n-gram order (uni- and bigrams) cut to 1 and raised to 3, and
+the latter without the Naive Bayes weighting (a plain logistic regression on the binary bag), each
+in `<workdir>/<variant>`, and
 evaluates every workdir's untrained Naive Bayes classifier (its weights zeroed) besides. Prints one
 JSON line per variant: eval accuracy after each epoch.
 """
@@ -29,16 +30,17 @@ class Unigrams(NgramClassifier):
   max_n: int = 1
 
 
-class UniAndBigrams(NgramClassifier):
-  max_n: int = 2
+class UniToTrigrams(NgramClassifier):
+  max_n: int = 3
 
 
-class WithoutRatios(NgramClassifier):
+class UniToTrigramsWithoutRatios(NgramClassifier):
+  max_n: int = 3
   use_ratios: bool = False
 
 
-VARIANTS = {'ngram_uni': Unigrams, 'ngram_uni_bi': UniAndBigrams, 'ngram_no_nb': WithoutRatios,
-            'ngram': NgramClassifier}
+VARIANTS = {'ngram_uni': Unigrams, 'ngram': NgramClassifier, 'ngram_tri': UniToTrigrams,
+            'ngram_tri_no_nb': UniToTrigramsWithoutRatios}
 
 
 def naive_bayes_accuracy(workdir, config) -> float:
@@ -61,7 +63,7 @@ def main(argv):
     history = loop.train_and_evaluate(dataclasses.replace(config, model=name), workdir, flags.FLAGS.data_dir)
     row = {'variant': name, 'eval_accuracy_per_epoch': [h.get('eval_accuracy') for h in history],
            'seconds_per_epoch': [h['seconds'] for h in history]}
-    if name != 'ngram_no_nb':
+    if model.use_ratios:
       row['naive_bayes_accuracy'] = naive_bayes_accuracy(workdir, dataclasses.replace(config, model=name))
     print(json.dumps(row), flush=True)
 

@@ -86,12 +86,12 @@ def test_the_untrained_model_is_the_naive_bayes_classifier():
   tokens[:, 7:] = 0
   tokens[5, 3:] = 0
   labels = (tokens[:, 0] < 12).astype(np.int32)  # a learnable rule for the ratios to find
-  model = NgramClassifier(vocab_size=30, num_buckets=2 ** 12)
+  model = NgramClassifier(vocab_size=30, num_buckets=2 ** 12, max_n=3)
   params = model.init(jax.random.key(0), tokens[:1])['params']
   params = model.init_from_data(jax.device_get(params), tokens, labels)
   logits = np.asarray(model.apply({'params': params}, tokens))
   assert logits.shape == (40, 1)
-  scores = nb_scores(tokens, np.asarray(params['ratios']), log_prior_ratios(labels, 2), 3, 2 ** 12)
+  scores = nb_scores(tokens, np.asarray(params['ratios']), log_prior_ratios(labels, 2), model.max_n, 2 ** 12)
   np.testing.assert_allclose(logits, model.scale * scores, rtol=1e-4, atol=1e-5)
   assert ((logits[:, 0] > 0) == labels).mean() > 0.9
 
@@ -104,7 +104,7 @@ def test_more_classes_get_one_vs_rest_ratios_and_one_logit_each():
   params = model.init_from_data(jax.device_get(model.init(jax.random.key(0), tokens[:1])['params']), tokens, labels)
   assert params['ratios'].shape == (2 ** 10, 4) and params['bias'].shape == (4,)
   assert model.apply({'params': params}, tokens).shape == (60, 4)
-  counts = bucket_document_counts(tokens, labels, 4, 3, 2 ** 10)
+  counts = bucket_document_counts(tokens, labels, 4, model.max_n, 2 ** 10)
   for label in range(4):  # class c's column is the two-class ratio of "c" against "not c"
     binary = np.stack([counts.sum(1) - counts[:, label], counts[:, label]], 1)
     np.testing.assert_allclose(params['ratios'][:, label], log_count_ratios(binary)[:, 0], rtol=1e-5, atol=1e-6)

@@ -2,8 +2,8 @@
 layer on top (NBSVM, Wang & Manning 2012, trained as a logistic regression).
 
 Inputs are the token ids every text dataset produces ([N, max_length], 0 = padding). Inside the
-module each uni-, bi- and trigram of ids (up to `max_n`) is hashed into one of `num_buckets`
-buckets, so no n-gram vocabulary is stored: the word vocabulary (`vocabulary.txt`) and the hash
+module every n-gram of ids up to `max_n` (uni- and bigrams by default, trigrams too with 3) is
+hashed into one of `num_buckets` buckets, so no n-gram vocabulary is stored: the word vocabulary (`vocabulary.txt`) and the hash
 below define every feature. A review's features are the set of buckets it contains (presence, not
 counts: repeating a phrase does not make it count more). For class c
 
@@ -101,16 +101,17 @@ def log_prior_ratios(labels: np.ndarray, num_labels: int) -> np.ndarray:
 
 
 class NgramClassifier(nn.Module):
-  """NB-weighted bag of hashed uni- to `max_n`-grams -> trainable linear layer (module docstring)."""
+  """NB-weighted bag of hashed 1- to `max_n`-grams -> trainable linear layer (module docstring)."""
   vocab_size: int
   num_classes: int = 1
   input_kind = 'text'
-  max_n: int = 3
+  # Uni- and bigrams: on IMDB with 2**20 buckets, trigrams cost accuracy (docs/text.md).
+  max_n: int = 2
   num_buckets: int = 2 ** 20
-  # Logit = scale x the NB score at initialisation: a review holds ~700 n-grams whose ratios sum to
+  # Logit = scale x the NB score at initialisation: a review holds hundreds of n-grams whose ratios sum to
   # tens, so the NB score is scaled down to a calibrated logit that training then sharpens.
   scale: float = 0.05
-  use_ratios: bool = True  # False: every present bucket weighs 1 (a plain bag of n-grams, for ablations)
+  use_ratios: bool = True  # False: the weights alone, from 0: a plain logistic regression on the bag (ablations)
   alpha: float = 1.0  # NB's additive smoothing of the counts
 
   def setup(self):
