@@ -13,6 +13,7 @@ from zoo.models.cnn import ResNet, SimpleCNN
 from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
 from zoo.errors import ZooError
 from zoo.models.mlp import MLP
+from zoo.models.ngram import NgramClassifier
 
 MODELS = {
     'simple_cnn': SimpleCNN,
@@ -21,6 +22,7 @@ MODELS = {
     'mlp': MLP,
     'lstm': LSTMClassifier,
     'bilstm': BiLSTMClassifier,
+    'ngram': NgramClassifier,
 }
 
 

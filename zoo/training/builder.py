@@ -70,16 +70,18 @@ class Program:
     return steps.Lookahead(config.lookahead_start_epoch * self.steps_per_epoch, config.lookahead_every_steps,
                            config.lookahead_decay, config.epochs * self.steps_per_epoch, self.steps_per_epoch)
 
-  def init_state(self, init_inputs: Optional[np.ndarray] = None) -> steps.TrainState:
+  def init_state(self, init_inputs: Optional[np.ndarray] = None,
+                 init_labels: Optional[np.ndarray] = None) -> steps.TrainState:
     """A freshly initialised train state, replicated on the mesh: the template restores fill.
 
-    Models with a data-dependent initialisation (`init_from_data`, e.g. airbench's whitening layer)
-    get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it."""
+    Models with a data-dependent initialisation (`init_from_data`: airbench's whitening layer, the
+    n-gram model's Naive Bayes ratios) get it from `init_inputs` (preprocessed training inputs) and
+    `init_labels`; restoring a checkpoint overrides it."""
     state = steps.create_train_state(self.model, self.optimizer, self.sample, jax.random.key(self.config.seed),
                                      self.mesh, self.config.lookahead, axis_name=self.axis_name)
     if init_inputs is None or not hasattr(self.model, 'init_from_data'):
       return state
-    params = self.model.init_from_data(jax.device_get(state.params), init_inputs)
+    params = self.model.init_from_data(jax.device_get(state.params), init_inputs, init_labels)
     replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(self.mesh)), tree)
     state = state.replace(params=replicate(params), opt_state=replicate(self.optimizer.init(params)))
     if state.lookahead is not None:

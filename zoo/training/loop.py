@@ -83,6 +83,16 @@ def _open(config: Config, workdir: Path, data_dir):
   return dataset, train_split, eval_split, steps_per_epoch
 
 
+def _data_for_init(model, dataset, train_split) -> tuple:
+  """(preprocessed inputs, labels) of the first `model.init_examples` training examples (None: all)
+  for a model with a data-dependent initialisation (`init_from_data`: airbench's whitening layer,
+  the n-gram model's Naive Bayes ratios); () for the others."""
+  if not hasattr(model, 'init_from_data'):
+    return ()
+  count = model.init_examples
+  return pipeline.preprocess_for_eval(dataset, train_split.inputs[:count]), train_split.labels[:count]
+
+
 def _history_entry(epoch: int, step: int, train: dict, evaluation: dict | None, seconds: float,
                    train_seconds: float, trained_steps: int, config: Config, flops_per_step: float) -> dict:
   entry = {'epoch': epoch + 1, 'step': step, 'train_loss': train['loss'], 'train_accuracy': train['accuracy']}
@@ -115,7 +125,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   dataset, train_split, eval_split, steps_per_epoch = _open(config, workdir, data_dir)
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, train_split.inputs[:1]),
                           steps_per_epoch, mesh)
-  state = program.init_state(pipeline.preprocess_for_eval(dataset, train_split.inputs[:5000]))
+  state = program.init_state(*_data_for_init(program.model, dataset, train_split))
   if _is_chief():  # Only once every name and split has proven valid: a typo must not be recorded.
     workdir_lib.record_config(config, workdir)
     workdir_lib.record_description(workdir, dataset.describe())  # class names and input format, for zoo.load
