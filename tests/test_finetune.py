@@ -67,4 +67,4 @@ def test_an_architecture_that_does_not_fit_is_named_in_one_line(tmp_path, source
 
 def test_a_source_that_is_not_a_workdir_is_refused_before_reading_data(tmp_path):
   result, _ = _finetune(tmp_path, tmp_path / 'nothing')
-  assert_one_line_error(result, 'not a zoo workdir', 'pass the --workdir of a training run')
+  assert_one_line_error(result, 'not a zoo workdir', 'pass the workdir of a training run')

@@ -72,7 +72,7 @@ def trained_config(workdir) -> Config:
   """The recorded Config of a workdir that must hold a run (eval, predict, zoo.load, export)."""
   config = read_config(workdir)
   if config is None:
-    raise ZooError(f'{workdir} has no {CONFIG_FILE}: it is not a zoo workdir; pass the --workdir of a training run')
+    raise ZooError(f'{workdir} has no {CONFIG_FILE}: it is not a zoo workdir; pass the workdir of a training run')
   return config
 
 
