@@ -255,7 +255,7 @@ def test_the_page_is_self_contained_and_the_description_reads_eval_json(image_ur
   assert info['model'] == 'mlp' and info['dataset'] == 'cifar10' and info['kind'] == 'image'
   assert info['num_classes'] == 10 == len(info['class_names']) and info['step'] == recorded['step']
   assert info['eval'] == {key: recorded[key] for key in serving.EVAL_FIGURES if key in recorded}
-  assert {'accuracy', 'loss', 'split', 'step'} <= set(info['eval'])
+  assert {'accuracy', 'top5_accuracy', 'macro_f1', 'loss', 'ece', 'split', 'step'} <= set(info['eval'])
 
 
 def test_eval_figures_show_what_eval_json_has(tmp_path):
@@ -391,7 +391,8 @@ def test_the_page_classifies_an_uploaded_image_in_a_browser(page, image_url, ima
   expected = _predict(image_url, picture.read_bytes())
   page.goto(image_url)
   page.wait_for_selector('#figures dd')  # the description and eval.json's figures have arrived
-  assert 'cifar10' in page.inner_text('#facts') and 'Accuracy' in page.inner_text('#figures')
+  assert 'cifar10' in page.inner_text('#facts')
+  assert {'Accuracy', 'Top-5 accuracy', 'Macro F1', 'Calibration error'} <= set(page.inner_text('#figures').splitlines())
   page.set_input_files('#file', str(picture))
   page.wait_for_selector('#result:not([hidden])', timeout=10_000)
   assert page.inner_text('#label') == expected['label']
