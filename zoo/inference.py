@@ -101,7 +101,6 @@ class TrainedModel:
     return probabilities(np.concatenate(logits))
 
 
-
 def prediction_fields(class_names: Sequence[str], probabilities_row: np.ndarray) -> dict:
   """One input's answer, as `--mode=predict` prints it and the demo server returns it: `label`, the
   class probability (`p_positive`, class 1's, for two classes; else `p`, the top class's) and `top`,
