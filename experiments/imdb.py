@@ -2,7 +2,7 @@
 
 `experiments.texts` with IMDB's defaults (the bidirectional LSTM recipe; see
 experiments/recipes/imdb_bilstm.flags for its command and measured result).
-`--mode=predict --workdir=W --text="..."` prints {"text": ..., "label": ..., "p_positive": ...} per text.
+`--mode=predict --workdir=W --text="..."` prints {"text": ..., "label": ..., "p_positive": ..., "top": ...} per text.
 """
 from absl import app, flags
 

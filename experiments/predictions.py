@@ -39,12 +39,7 @@ def predict(workdir: Path, step: int | None, data_dir: str | None) -> None:
       raise ZooError(f'--image: {workdir} holds a text model ({trained.config.data_name}); pass --text instead')
     texts = FLAGS.text or _inputs_from_stdin('--text="..."', 'texts')
     for text, p in zip(texts, trained.predict(texts)):
-      row = {'text': text, 'label': names[int(p.argmax())]}
-      if len(names) == 2:
-        row['p_positive'] = round(float(p[1]), 4)
-      else:
-        row.update(p=round(float(p.max()), 4))
-      print(json.dumps(row), flush=True)
+      print(json.dumps({'text': text, **inference.prediction_fields(names, p)}), flush=True)
     return
   if FLAGS.text:
     raise ZooError(f'--text: {workdir} holds an image model ({trained.config.data_name}); pass --image instead')
@@ -58,9 +53,7 @@ def predict(workdir: Path, step: int | None, data_dir: str | None) -> None:
       failures.append(e)
   if images:
     for path, p in zip(readable, trained.predict(np.stack(images))):
-      top = np.argsort(-p, kind='stable')[:3]
-      print(json.dumps({'image': path, 'label': names[int(top[0])], 'p': round(float(p[top[0]]), 4),
-                        'top': [[names[int(i)], round(float(p[i]), 4)] for i in top]}), flush=True)
+      print(json.dumps({'image': path, **inference.prediction_fields(names, p)}), flush=True)
   if failures:
     for error in failures[:-1]:
       print(f'error: {error}', file=sys.stderr, flush=True)

@@ -60,6 +60,16 @@ def test_saved_vocabulary_gives_the_same_ids():
                                 encode(reloaded, SEED_TEXTS + ['unseen words']))
 
 
+def test_a_few_texts_get_the_ids_a_split_gets():
+  """A prediction's texts (one batch) go through the layer directly, a split's through tf.data."""
+  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in SEED_TEXTS], dtype=object), 100, 6)
+  texts = [f'{SEED_TEXTS[i % 3]} <br />{"!" * (i % 5)} unseen{i}' for i in range(1030)]  # two batches
+  split = encode(tokenizer, texts)
+  assert split.shape == (1030, 6) and split.dtype == np.int32
+  np.testing.assert_array_equal(encode(tokenizer, texts[:3]), split[:3])
+  np.testing.assert_array_equal(encode(tokenizer, texts[1000:]), split[1000:])
+
+
 @pytest.mark.parametrize('model', [LSTMClassifier(vocab_size=50), BiLSTMClassifier(vocab_size=50, hidden_size=8,
                                                                                      embed_dim=8)])
 def test_lstm_models_give_one_logit_that_ignores_padding(model):

@@ -101,6 +101,19 @@ class TrainedModel:
     return probabilities(np.concatenate(logits))
 
 
+def prediction_fields(class_names: Sequence[str], probabilities_row: np.ndarray) -> dict:
+  """One input's answer, as `--mode=predict` prints it and the demo server returns it: `label`, the
+  class probability (`p_positive`, class 1's, for two classes; else `p`, the top class's) and `top`,
+  the 3 likeliest [name, probability] pairs, rounded to 4 places (ties go to the earlier class)."""
+  top = np.argsort(-probabilities_row, kind='stable')[:3]
+  fields: dict[str, Any] = {'label': class_names[int(top[0])]}
+  if len(class_names) == 2:
+    fields['p_positive'] = round(float(probabilities_row[1]), 4)
+  else:
+    fields['p'] = round(float(probabilities_row[top[0]]), 4)
+  fields['top'] = [[class_names[int(i)], round(float(probabilities_row[i]), 4)] for i in top]
+  return fields
+
 
 def load(workdir, step: int | None = None, data_dir: str | None = None) -> TrainedModel:
   """The model trained in `workdir`, restored from checkpoint `step` (default: the newest

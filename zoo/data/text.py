@@ -53,11 +53,17 @@ def words(tokenizer) -> list[str]:
   return [str(w) for w in tokenizer.get_vocabulary()[2:]]
 
 
+_BATCH = 1024
+
+
 def tokenize(tokenizer, texts) -> np.ndarray:
-  """Token ids, int32 [len(texts), max_length], computed in parallel by tf.data."""
+  """Token ids, int32 [len(texts), max_length]; more than one batch of texts (a split) in parallel by tf.data."""
   if len(texts) == 0:
     return np.zeros((0, tokenizer._output_sequence_length), np.int32)
-  dataset = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object)).batch(1024)
+  if len(texts) <= _BATCH:  # one batch (a prediction): the layer called directly, without building and
+    # tracing a tf.data pipeline, is the same ops and ~15x faster (20 ms against 350 ms for one text)
+    return np.asarray(tokenizer(tf.constant(np.asarray(texts, dtype=object)))).astype(np.int32)
+  dataset = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object)).batch(_BATCH)
   dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return np.concatenate([b.astype(np.int32) for b in dataset.as_numpy_iterator()])
 
