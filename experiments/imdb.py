@@ -8,7 +8,7 @@ from absl import app, flags
 
 from experiments import launch, texts  # texts defines the flags, with IMDB's defaults
 
-del texts
+DEFAULTS = texts.DEFAULTS
 flags.adopt_module_key_flags(launch)  # --help lists the experiment's flags
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import last_json_line, real_data_dir, run_experiment
+from zoo import workdir as workdir_lib
 from zoo.data import text
 from zoo.data.sources import DatasetInfo
 from zoo.errors import ZooError
@@ -26,7 +27,7 @@ def test_dataset_learns_writes_and_rereads_the_vocabulary(tmp_path):
                              max_length=6, train_split='train', workdir=tmp_path)
   ids = dataset.load('train').inputs
   # deep 3 times; learning and neural 2 (learning seen first); then, of the words seen once, i and love first
-  assert text.read_vocabulary(tmp_path / text.VOCABULARY_FILE) == ['deep', 'learning', 'neural', 'i', 'love']
+  assert workdir_lib.read_vocabulary(tmp_path) == ['deep', 'learning', 'neural', 'i', 'love']
   np.testing.assert_array_equal(ids[0], [5, 6, 2, 3, 0, 0])
   np.testing.assert_array_equal(ids[3], [1, 2, 1, 1, 4, 0])  # don't, learning's and br are out of vocabulary
   again = text.TextDataset(IMDB, None, vocab_size=7, max_length=6, train_split='train', workdir=tmp_path)
@@ -35,15 +36,15 @@ def test_dataset_learns_writes_and_rereads_the_vocabulary(tmp_path):
 
 
 def test_vocabulary_words_keep_carriage_returns_and_a_longer_file_is_cut(tmp_path):
-  (tmp_path / text.VOCABULARY_FILE).write_bytes('a\rb\nc\xa0d\ne\nf'.encode())
+  (tmp_path / workdir_lib.VOCABULARY_FILE).write_bytes('a\rb\nc\xa0d\ne\nf'.encode())
   dataset = text.TextDataset(IMDB, None, vocab_size=4, max_length=3, train_split='train', workdir=tmp_path)
   np.testing.assert_array_equal(dataset.encode(['A\rb c\xa0d e']), [[2, 3, 1]])  # e is past --vocab_size
 
 
 def test_a_workdir_of_the_earlier_rules_keeps_them(tmp_path):
   """Its model learned "dont" and "wellmade": it reads texts the way it was trained to."""
-  (tmp_path / text.VOCABULARY_FILE).write_text('dont\nwellmade\nbr\nfilm')
-  (tmp_path / 'dataset.json').write_text(json.dumps({'inputs': {'kind': 'text', 'vocabulary': 'vocabulary.txt'}}))
+  (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('dont\nwellmade\nbr\nfilm')
+  (tmp_path / workdir_lib.DESCRIPTION_FILE).write_text(json.dumps({'inputs': {'kind': 'text', 'vocabulary': 'vocabulary.txt'}}))
   dataset = text.TextDataset(IMDB, None, vocab_size=10, max_length=4, train_split='train', workdir=tmp_path)
   np.testing.assert_array_equal(dataset.encode(["Don't miss this WELL-MADE film<br />"]), [[2, 1, 1, 3]])
   assert 'tokenizer' not in dataset.describe()['inputs']
@@ -56,16 +57,16 @@ def test_only_process_0_learns_and_writes_the_vocabulary_the_others_wait_and_rea
     raise AssertionError('only process 0 reads the training split to learn the vocabulary')
   dataset = text.TextDataset(IMDB, no_training_texts, vocab_size=10, max_length=4, train_split='train',
                              workdir=tmp_path)
-  written = threading.Timer(0.5, lambda: (tmp_path / text.VOCABULARY_FILE).write_text('deep\nlearning'))
+  written = threading.Timer(0.5, lambda: (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('deep\nlearning'))
   written.start()  # process 0 writes the file a little later
   tokenizer = dataset.tokenizer()
   written.join()
   assert tokenizer.vocabulary == ['deep', 'learning']
-  assert sorted(p.name for p in tmp_path.iterdir()) == [text.VOCABULARY_FILE]  # nothing else written
+  assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lib.VOCABULARY_FILE]  # nothing else written
 
 
 def test_a_vocabulary_file_with_repeated_words_is_one_line_error(tmp_path):
-  (tmp_path / text.VOCABULARY_FILE).write_text('deep\nlearning\ndeep')
+  (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('deep\nlearning\ndeep')
   dataset = text.TextDataset(IMDB, None, vocab_size=10, max_length=4, train_split='train', workdir=tmp_path)
   with pytest.raises(ZooError, match="is not a vocabulary.*repeats.*restore the file"):
     dataset.tokenizer()

@@ -11,9 +11,7 @@ its end to `--max_length` ids. The vocabulary is learned from `--train_split` on
 A workdir whose dataset.json names no `tokenizer` was trained with the earlier rules (punctuation
 deleted: "dont", "wellmade") and keeps them, so its model reads texts as it learned to.
 """
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,7 +19,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from zoo.data import DESCRIPTION_FILE
+from zoo import workdir as workdir_lib
 from zoo.data import tokenizer as tokenizer_lib
 from zoo.data.pipeline import ArraySplit
 from zoo.data.sources import DatasetInfo
@@ -29,7 +27,6 @@ from zoo.errors import ZooError
 
 log = logging.getLogger('zoo')
 
-VOCABULARY_FILE = 'vocabulary.txt'
 RULES = 'keras'  # dataset.json's `inputs.tokenizer`: the Keras rules; absent in workdirs of the earlier ones
 PREPROCESSING = {
     'keras': "lower-cased; each of !\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~, tab and newline replaced by a space "
@@ -40,34 +37,9 @@ PREPROCESSING = {
 SPLIT_WORDS = {'keras': tokenizer_lib.split_words, 'legacy': tokenizer_lib.legacy_split_words}
 
 
-def read_vocabulary(path: Path) -> list[str]:
-  """One word per line, most frequent first. Read as bytes: a word may hold a carriage return."""
-  content = path.read_bytes().decode('utf-8')
-  return content.split('\n') if content else []
-
-
-def write_vocabulary(path: Path, vocabulary: list[str]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
-  tmp.write_bytes('\n'.join(vocabulary).encode('utf-8'))
-  tmp.replace(path)  # atomic: a reader sees no file or the whole file
-
-
 def decode(texts) -> list[str]:
   """UTF-8 bytes (TFDS's text features, a folder's files) -> str; an invalid byte becomes U+FFFD."""
   return [t.decode('utf-8', errors='replace') if isinstance(t, bytes) else str(t) for t in texts]
-
-
-VOCABULARY_WAIT_SECONDS = 600  # learning a vocabulary of IMDB's 25,000 reviews takes ~10 s
-
-
-def _wait_for(path: Path, timeout: float = VOCABULARY_WAIT_SECONDS) -> None:
-  deadline = time.monotonic() + timeout
-  while not path.exists():
-    if time.monotonic() > deadline:
-      raise ZooError(f'process {jax.process_index()} waited {timeout:.0f} s for process 0 to write {path}; '
-                     'every process needs the same --workdir on a shared file system')
-    time.sleep(0.2)
 
 
 class TextDataset:
@@ -96,12 +68,9 @@ class TextDataset:
 
   def rules(self) -> str:
     """'keras', or 'legacy' for a workdir whose dataset.json was written before the Keras rules."""
-    path = self.workdir / DESCRIPTION_FILE if self.workdir else None
-    if path and path.exists():
-      inputs = json.loads(path.read_text()).get('inputs', {})
-      if inputs.get('kind') == 'text' and 'tokenizer' not in inputs:
-        return 'legacy'
-    return RULES
+    description = workdir_lib.read_description(self.workdir) if self.workdir is not None else None
+    inputs = (description or {}).get('inputs', {})
+    return 'legacy' if inputs.get('kind') == 'text' and 'tokenizer' not in inputs else RULES
 
   def tokenizer(self) -> tokenizer_lib.Tokenizer:
     """The workdir's vocabulary if it has one, else learned from the training split.
@@ -109,28 +78,27 @@ class TextDataset:
     In a multi-process run process 0 learns and writes it; the others wait for the file and read
     it, so every process tokenizes with the same words and no two write the same file."""
     if self._tokenizer is None:
-      path = self.workdir / VOCABULARY_FILE if self.workdir else None
-      if path and not path.exists() and jax.process_index() != 0:
-        _wait_for(path)
+      vocabulary = None
+      if self.workdir is not None:
+        vocabulary = workdir_lib.read_vocabulary(self.workdir, wait=jax.process_index() != 0)
       split_words = SPLIT_WORDS[self.rules()]
-      if path and path.exists():
-        vocabulary = read_vocabulary(path)
-      else:
+      if vocabulary is None:
         start = time.perf_counter()
-        vocabulary = tokenizer_lib.learn_vocabulary(decode(self._texts(self.train_split)), self.vocab_size,
+        vocabulary = tokenizer_lib.learn_vocabulary(decode(self.texts(self.train_split)), self.vocab_size,
                                                     split_words)
         log.info('Learned a vocabulary of %d words from %s in %.1f s', len(vocabulary), self.train_split,
                  time.perf_counter() - start)
-        if path:
-          write_vocabulary(path, vocabulary)
+        if self.workdir is not None:
+          workdir_lib.write_vocabulary(self.workdir, vocabulary)
       try:  # ids past --vocab_size would index beyond the embedding: a longer file is cut
         self._tokenizer = tokenizer_lib.Tokenizer(vocabulary[:self.vocab_size - 2], self.max_length, split_words)
       except ValueError as e:
-        raise ZooError(f'{path} is not a vocabulary ({e}); restore the file the model was trained with, or '
+        raise ZooError(f'{workdir_lib.vocabulary_path(self.workdir)} is not a vocabulary ({e}); restore the file the model was trained with, or '
                        'train in a new --workdir') from None
     return self._tokenizer
 
-  def _texts(self, split: str) -> np.ndarray:
+  def texts(self, split: str) -> np.ndarray:
+    """The split's raw texts (UTF-8 bytes), in example order: what a report shows of a mistake."""
     return self._read_split(split)['text']
 
   def load(self, split: str) -> ArraySplit:
@@ -142,7 +110,7 @@ class TextDataset:
     rules = self.rules()
     return {'dataset': self.name, 'source': self.source, 'class_names': self.class_names,
             'info': self.info.to_json(),
-            'inputs': {'kind': 'text', 'vocabulary': VOCABULARY_FILE, 'vocab_size': self.vocab_size,
+            'inputs': {'kind': 'text', 'vocabulary': workdir_lib.VOCABULARY_FILE, 'vocab_size': self.vocab_size,
                        'max_length': self.max_length, 'preprocessing': PREPROCESSING[rules],
                        **({'tokenizer': rules} if rules != 'legacy' else {})}}
 
