@@ -91,10 +91,11 @@ class TextDataset:
         if self.workdir is not None:
           workdir_lib.write_vocabulary(self.workdir, vocabulary)
       try:  # ids past --vocab_size would index beyond the embedding: a longer file is cut
-        self._tokenizer = tokenizer_lib.Tokenizer(vocabulary[:self.vocab_size - 2], self.max_length, split_words)
+        self._tokenizer = tokenizer_lib.Tokenizer(vocabulary[:self.vocab_size - 2], self.max_length,
+                                                  split_words)
       except ValueError as e:
-        raise ZooError(f'{workdir_lib.vocabulary_path(self.workdir)} is not a vocabulary ({e}); restore the file the model was trained with, or '
-                       'train in a new --workdir') from None
+        raise ZooError(f'{workdir_lib.vocabulary_path(self.workdir)} is not a vocabulary ({e}); restore the '
+                       'file the model was trained with, or train in a new --workdir') from None
     return self._tokenizer
 
   def texts(self, split: str) -> np.ndarray:
