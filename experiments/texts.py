@@ -13,7 +13,7 @@ from absl import app, flags
 from experiments import launch
 from zoo.config import Config
 
-DEFAULTS = Config(dataset='imdb_reviews', model='bilstm', epochs=3, batch_size=64, eval_batch_size=500,
+DEFAULTS = Config(dataset='imdb_reviews', model='bilstm', epochs=2, batch_size=64, eval_batch_size=500,
                   optimizer='adamw', learning_rate=3e-3, schedule='warmup_cosine', warmup_epochs=0.2,
                   weight_decay=1e-4, vocab_size=20000, max_length=400, log_every_steps=50)
 

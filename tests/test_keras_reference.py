@@ -10,8 +10,10 @@ def test_keras_reference_models_have_the_seeds_parameter_counts():
   assert keras_reference.bilstm().count_params() == 2_659_073           # 20000 x 128 + 2 x LSTM 64 + Dense 1
 
 
-def test_keras_reference_standardizes_texts_as_the_zoo_does():
-  import tensorflow as tf
-  from zoo.data import text
-  texts = tf.constant(['Great<br />film, I LOVED it!', "Don't\tgo: it's dull...<br/>Really."])
-  np.testing.assert_array_equal(keras_reference.standardize(texts).numpy(), text.standardize(texts).numpy())
+def test_keras_reference_tokenizes_by_the_keras_rules():
+  train = np.array([b"Don't stop: a well-made film.<br />Really!", b'A film. A FILM, again.'], dtype=object)
+  x_train, x_eval = keras_reference.tokenize(train, np.array([b'A new film'], dtype=object), 6, 4)
+  # a and film 3 times, then don't, stop, well, ... once each (first occurrence first): 2 a, 3 film,
+  # 4 don't, 5 stop; vocabulary 6 keeps those four; 1 is out of vocabulary, 0 pads
+  np.testing.assert_array_equal(x_train, [[4, 5, 2, 1], [2, 3, 2, 3]])
+  np.testing.assert_array_equal(x_eval, [[2, 1, 3, 0]])

@@ -1,3 +1,5 @@
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,68 +8,69 @@ import pytest
 from conftest import last_json_line, real_data_dir, run_experiment
 from zoo import workdir as workdir_lib
 from zoo.data import text
+from zoo.data.sources import DatasetInfo
+from zoo.errors import ZooError
 from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
 
 SEED_TEXTS = ['I love deep learning', 'Deep learning is fascinating', 'Neural networks are powerful']
+IMDB = DatasetInfo('imdb_reviews', 'text', 'text', 'label', ('neg', 'pos'))
 
 
-def encode(tokenizer, texts):
-  return text.tokenize(tokenizer, [t.encode() for t in texts])
+def reader(texts):
+  """read_split for TextDataset: every split is `texts`, as UTF-8 bytes like TFDS's."""
+  return lambda split: {'text': np.array([t.encode() for t in texts], dtype=object),
+                        'label': np.zeros(len(texts), np.int64)}
 
 
-def test_tokenizer_has_the_seeds_semantics():
-  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in SEED_TEXTS], dtype=object), 100, 6)
-  vocabulary = tokenizer.get_vocabulary()
-  assert vocabulary[:2] == ['', '[UNK]']                   # 0 pads, 1 is the OOV token
-  assert set(vocabulary[2:4]) == {'deep', 'learning'}       # most frequent first
-  ids = encode(tokenizer, ['I love deep learning', 'Deep LEARNING, is<br />fascinating!',
-                           'quantum networks are powerful and deep and wide'])
-  assert ids.shape == (3, 6) and ids.dtype == np.int32
-  ids_of = dict(zip(vocabulary, range(len(vocabulary))))
-  np.testing.assert_array_equal(ids[0], [ids_of['i'], ids_of['love'], ids_of['deep'], ids_of['learning'], 0, 0])
-  np.testing.assert_array_equal(ids[1], [ids_of['deep'], ids_of['learning'], ids_of['is'], ids_of['fascinating'], 0, 0])
-  np.testing.assert_array_equal(ids[2], [1, ids_of['networks'], ids_of['are'], ids_of['powerful'], 1, ids_of['deep']])
+def test_dataset_learns_writes_and_rereads_the_vocabulary(tmp_path):
+  dataset = text.TextDataset(IMDB, reader(SEED_TEXTS + ["Don't: deep-learning's <br />NEURAL"]), vocab_size=7,
+                             max_length=6, train_split='train', workdir=tmp_path)
+  ids = dataset.load('train').inputs
+  # deep 3 times; learning and neural 2 (learning seen first); then, of the words seen once, i and love first
+  assert workdir_lib.read_vocabulary(tmp_path) == ['deep', 'learning', 'neural', 'i', 'love']
+  np.testing.assert_array_equal(ids[0], [5, 6, 2, 3, 0, 0])
+  np.testing.assert_array_equal(ids[3], [1, 2, 1, 1, 4, 0])  # don't, learning's and br are out of vocabulary
+  again = text.TextDataset(IMDB, None, vocab_size=7, max_length=6, train_split='train', workdir=tmp_path)
+  np.testing.assert_array_equal(again.encode(SEED_TEXTS + ["Don't: deep-learning's <br />NEURAL"]), ids)
+  assert dataset.describe()['inputs']['tokenizer'] == 'keras'
 
 
-def test_vocabulary_size_counts_padding_and_oov_and_keeps_the_most_frequent():
-  corpus = ['a a a a b b b c c d'] * 3
-  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in corpus], dtype=object), 4, 5)
-  assert tokenizer.get_vocabulary() == ['', '[UNK]', 'a', 'b']
-  np.testing.assert_array_equal(encode(tokenizer, ['d c b a']), [[1, 1, 3, 2, 0]])
+def test_vocabulary_words_keep_carriage_returns_and_a_longer_file_is_cut(tmp_path):
+  (tmp_path / workdir_lib.VOCABULARY_FILE).write_bytes('a\rb\nc\xa0d\ne\nf'.encode())
+  dataset = text.TextDataset(IMDB, None, vocab_size=4, max_length=3, train_split='train', workdir=tmp_path)
+  np.testing.assert_array_equal(dataset.encode(['A\rb c\xa0d e']), [[2, 3, 1]])  # e is past --vocab_size
+
+
+def test_a_workdir_of_the_earlier_rules_keeps_them(tmp_path):
+  """Its model learned "dont" and "wellmade": it reads texts the way it was trained to."""
+  (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('dont\nwellmade\nbr\nfilm')
+  earlier_description = {'inputs': {'kind': 'text', 'vocabulary': 'vocabulary.txt'}}  # no 'tokenizer'
+  (tmp_path / workdir_lib.DESCRIPTION_FILE).write_text(json.dumps(earlier_description))
+  dataset = text.TextDataset(IMDB, None, vocab_size=10, max_length=4, train_split='train', workdir=tmp_path)
+  np.testing.assert_array_equal(dataset.encode(["Don't miss this WELL-MADE film<br />"]), [[2, 1, 1, 3]])
+  assert 'tokenizer' not in dataset.describe()['inputs']
 
 
 def test_only_process_0_learns_and_writes_the_vocabulary_the_others_wait_and_read(tmp_path, monkeypatch):
   import threading
-  from zoo.data.sources import DatasetInfo
   monkeypatch.setattr(jax, 'process_index', lambda: 1)  # this process is not process 0
   def no_training_texts(split):
     raise AssertionError('only process 0 reads the training split to learn the vocabulary')
-  info = DatasetInfo('imdb_reviews', 'text', 'text', 'label', ('neg', 'pos'))
-  dataset = text.TextDataset(info, no_training_texts, vocab_size=10, max_length=4, train_split='train',
+  dataset = text.TextDataset(IMDB, no_training_texts, vocab_size=10, max_length=4, train_split='train',
                              workdir=tmp_path)
   written = threading.Timer(0.5, lambda: (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('deep\nlearning'))
   written.start()  # process 0 writes the file a little later
   tokenizer = dataset.tokenizer()
   written.join()
-  assert text.words(tokenizer) == ['deep', 'learning']
+  assert tokenizer.vocabulary == ['deep', 'learning']
   assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lib.VOCABULARY_FILE]  # nothing else written
 
 
-def test_saved_vocabulary_gives_the_same_ids():
-  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in SEED_TEXTS], dtype=object), 100, 6)
-  reloaded = text.create_tokenizer(100, 6, text.words(tokenizer))
-  np.testing.assert_array_equal(encode(tokenizer, SEED_TEXTS + ['unseen words']),
-                                encode(reloaded, SEED_TEXTS + ['unseen words']))
-
-
-def test_a_few_texts_get_the_ids_a_split_gets():
-  """A prediction's texts (one batch) go through the layer directly, a split's through tf.data."""
-  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in SEED_TEXTS], dtype=object), 100, 6)
-  texts = [f'{SEED_TEXTS[i % 3]} <br />{"!" * (i % 5)} unseen{i}' for i in range(1030)]  # two batches
-  split = encode(tokenizer, texts)
-  assert split.shape == (1030, 6) and split.dtype == np.int32
-  np.testing.assert_array_equal(encode(tokenizer, texts[:3]), split[:3])
-  np.testing.assert_array_equal(encode(tokenizer, texts[1000:]), split[1000:])
+def test_a_vocabulary_file_with_repeated_words_is_one_line_error(tmp_path):
+  (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('deep\nlearning\ndeep')
+  dataset = text.TextDataset(IMDB, None, vocab_size=10, max_length=4, train_split='train', workdir=tmp_path)
+  with pytest.raises(ZooError, match="is not a vocabulary.*repeats.*restore the file"):
+    dataset.tokenizer()
 
 
 @pytest.mark.parametrize('model', [LSTMClassifier(vocab_size=50), BiLSTMClassifier(vocab_size=50, hidden_size=8,

@@ -130,7 +130,10 @@ def read_vocabulary(workdir, *, wait: bool = False) -> Optional[list[str]]:
       raise ZooError(f'waited {VOCABULARY_WAIT_SECONDS} s for process 0 to write {path}; every process '
                      'needs the same --workdir on a shared file system')
     time.sleep(0.2)
-  return path.read_text(encoding='utf-8').split('\n') if path.exists() else None
+  if not path.exists():
+    return None
+  content = path.read_bytes().decode('utf-8')  # not read_text: a word may hold a carriage return
+  return content.split('\n') if content else []
 
 
 def write_vocabulary(workdir, words: list[str]) -> None:

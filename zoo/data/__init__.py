@@ -63,6 +63,6 @@ def open_dataset(config, data_dir, workdir, info: sources.DatasetInfo | None = N
     from zoo.data import images
     return images.ImageDataset(info, read_split, augment=config.augment, crop_padding=config.crop_padding,
                                alternating_flip=config.alternating_flip, source=source)
-  from zoo.data import text  # imports TensorFlow (the tokenizer): only for text
+  from zoo.data import text  # the tokenizer is plain Python: no TensorFlow for text
   return text.TextDataset(info, read_split, vocab_size=config.vocab_size, max_length=config.max_length,
                           train_split=config.train_split, workdir=workdir, source=source)

@@ -1,4 +1,4 @@
-"""TensorFlow, imported only by the code that needs it (tf.data, the Keras tokenizer, TFDS's
+"""TensorFlow, imported only by the code that needs it (tf.data, TFDS's
 tf.data reader), and never given the GPUs/TPUs: JAX needs their memory."""
 import functools
 

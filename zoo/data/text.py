@@ -1,71 +1,45 @@
 """Text classification data (IMDB reviews, AG News, Yelp, a folder of your own .txt files),
-tokenized once with Keras `TextVectorization` (the seed's semantics).
+tokenized once by the seed's Keras rules (`tokenizer.py`, plain Python: no TensorFlow).
 
-The seed's `Tokenizer(num_words, oov_token)` + `pad_sequences(padding='post', truncating='post')`:
-lowercase, punctuation (and IMDB's `<br />` markup) stripped, split on whitespace, the
-`--vocab_size` most frequent training words kept (ids 0 = padding and 1 = out-of-vocabulary
-included in that count), every review post-padded or truncated to `--max_length` ids.
-The vocabulary is learned from `--train_split` only and kept in `<workdir>/vocabulary.txt`, so
-eval and predict read the same ids the model was trained on.
+The seed's `Tokenizer(num_words=vocab_size, oov_token=...)` + `pad_sequences(maxlen=max_length,
+padding='post', truncating='post')`: lower-cased, each of Keras' filter characters (ASCII punctuation
+but the apostrophe, tab, newline) replaced by a space, split on spaces ("don't" is one word,
+"well-made" two, `<br />` leaves "br"); the `--vocab_size` - 2 most frequent training words get ids
+2.. (ties: first occurrence first), 0 pads and 1 is out of vocabulary; every text cut or padded at
+its end to `--max_length` ids. The vocabulary is learned from `--train_split` only and kept in
+`<workdir>/vocabulary.txt`, so eval and predict read the same ids the model was trained on.
+A workdir whose dataset.json names no `tokenizer` was trained with the earlier rules (punctuation
+deleted: "dont", "wellmade") and keeps them, so its model reads texts as it learned to.
 """
-import re
-import string
+import logging
+import time
 from pathlib import Path
 from typing import Callable
 
 import jax
 import numpy as np
 
-from zoo.data import tensorflow_import
+from zoo import workdir as workdir_lib
+from zoo.data import tokenizer as tokenizer_lib
 from zoo.data.pipeline import ArraySplit
 from zoo.data.sources import DatasetInfo
-from zoo import workdir as workdir_lib
 from zoo.errors import ZooError
 
-tf = tensorflow_import.tensorflow()  # the tokenizer is TensorFlow: imported with this module
+log = logging.getLogger('zoo')
 
-_MARKUP = r'<br\s*/?>'
-_PUNCTUATION = '[%s]' % re.escape(string.punctuation)
-
-
-def standardize(texts: tf.Tensor) -> tf.Tensor:
-  texts = tf.strings.lower(texts)
-  texts = tf.strings.regex_replace(texts, _MARKUP, ' ')
-  return tf.strings.regex_replace(texts, _PUNCTUATION, '')
-
-
-def create_tokenizer(vocab_size: int, max_length: int, vocabulary=None):
-  """A TextVectorization layer; `vocabulary` (words, most frequent first) or adapt() it later."""
-  from keras.layers import TextVectorization
-  return TextVectorization(max_tokens=vocab_size, standardize=standardize, split='whitespace',
-                           output_mode='int', output_sequence_length=max_length, vocabulary=vocabulary)
+RULES = 'keras'  # dataset.json's `inputs.tokenizer`: the Keras rules; absent in workdirs of the earlier ones
+PREPROCESSING = {
+    'keras': "lower-cased; each of !\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~, tab and newline replaced by a space "
+             "(Keras' Tokenizer filters); split on spaces; word ids by training-split frequency (0 padding, "
+             "1 out of vocabulary), post-padded or truncated to max_length",
+    'legacy': 'lowercased; <br /> markup and punctuation removed; split on whitespace; word ids (0 padding, '
+              '1 out of vocabulary) post-padded or truncated to max_length'}
+SPLIT_WORDS = {'keras': tokenizer_lib.split_words, 'legacy': tokenizer_lib.legacy_split_words}
 
 
-def fit_tokenizer(texts, vocab_size: int, max_length: int):
-  """Learns the vocabulary from `texts` (the training split only)."""
-  tokenizer = create_tokenizer(vocab_size, max_length)
-  tokenizer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(1024))
-  return tokenizer
-
-
-def words(tokenizer) -> list[str]:
-  """The learned words, most frequent first, without the padding and OOV entries."""
-  return [str(w) for w in tokenizer.get_vocabulary()[2:]]
-
-
-_BATCH = 1024
-
-
-def tokenize(tokenizer, texts) -> np.ndarray:
-  """Token ids, int32 [len(texts), max_length]; more than one batch of texts (a split) in parallel by tf.data."""
-  if len(texts) == 0:
-    return np.zeros((0, tokenizer._output_sequence_length), np.int32)
-  if len(texts) <= _BATCH:  # one batch (a prediction): the layer called directly, without building and
-    # tracing a tf.data pipeline, is the same ops and ~15x faster (20 ms against 350 ms for one text)
-    return np.asarray(tokenizer(tf.constant(np.asarray(texts, dtype=object)))).astype(np.int32)
-  dataset = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object)).batch(_BATCH)
-  dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return np.concatenate([b.astype(np.int32) for b in dataset.as_numpy_iterator()])
+def decode(texts) -> list[str]:
+  """UTF-8 bytes (TFDS's text features, a folder's files) -> str; an invalid byte becomes U+FFFD."""
+  return [t.decode('utf-8', errors='replace') if isinstance(t, bytes) else str(t) for t in texts]
 
 
 class TextDataset:
@@ -92,7 +66,13 @@ class TextDataset:
   def model_kwargs(self) -> dict:
     return {'vocab_size': self.vocab_size, 'num_classes': 1 if len(self.class_names) == 2 else len(self.class_names)}
 
-  def tokenizer(self):
+  def rules(self) -> str:
+    """'keras', or 'legacy' for a workdir whose dataset.json was written before the Keras rules."""
+    description = workdir_lib.read_description(self.workdir) if self.workdir is not None else None
+    inputs = (description or {}).get('inputs', {})
+    return 'legacy' if inputs.get('kind') == 'text' and 'tokenizer' not in inputs else RULES
+
+  def tokenizer(self) -> tokenizer_lib.Tokenizer:
     """The workdir's vocabulary if it has one, else learned from the training split.
 
     In a multi-process run process 0 learns and writes it; the others wait for the file and read
@@ -101,12 +81,21 @@ class TextDataset:
       vocabulary = None
       if self.workdir is not None:
         vocabulary = workdir_lib.read_vocabulary(self.workdir, wait=jax.process_index() != 0)
-      if vocabulary is not None:
-        self._tokenizer = create_tokenizer(self.vocab_size, self.max_length, vocabulary)
-      else:
-        self._tokenizer = fit_tokenizer(self.texts(self.train_split), self.vocab_size, self.max_length)
+      split_words = SPLIT_WORDS[self.rules()]
+      if vocabulary is None:
+        start = time.perf_counter()
+        vocabulary = tokenizer_lib.learn_vocabulary(decode(self.texts(self.train_split)), self.vocab_size,
+                                                    split_words)
+        log.info('Learned a vocabulary of %d words from %s in %.1f s', len(vocabulary), self.train_split,
+                 time.perf_counter() - start)
         if self.workdir is not None:
-          workdir_lib.write_vocabulary(self.workdir, words(self._tokenizer))
+          workdir_lib.write_vocabulary(self.workdir, vocabulary)
+      try:  # ids past --vocab_size would index beyond the embedding: a longer file is cut
+        self._tokenizer = tokenizer_lib.Tokenizer(vocabulary[:self.vocab_size - 2], self.max_length,
+                                                  split_words)
+      except ValueError as e:
+        raise ZooError(f'{workdir_lib.vocabulary_path(self.workdir)} is not a vocabulary ({e}); restore the '
+                       'file the model was trained with, or train in a new --workdir') from None
     return self._tokenizer
 
   def texts(self, split: str) -> np.ndarray:
@@ -115,21 +104,20 @@ class TextDataset:
 
   def load(self, split: str) -> ArraySplit:
     arrays = self._read_split(split)
-    return ArraySplit(inputs=tokenize(self.tokenizer(), arrays['text']), labels=arrays['label'].astype(np.int32))
+    return ArraySplit(inputs=self.tokenizer()(decode(arrays['text'])), labels=arrays['label'].astype(np.int32))
 
   def describe(self) -> dict:
     """What a trained model needs to be used without this code's data: kept in the workdir."""
+    rules = self.rules()
     return {'dataset': self.name, 'source': self.source, 'class_names': self.class_names,
             'info': self.info.to_json(),
             'inputs': {'kind': 'text', 'vocabulary': workdir_lib.VOCABULARY_FILE, 'vocab_size': self.vocab_size,
-                       'max_length': self.max_length,
-                       'preprocessing': 'lowercased; <br /> markup and punctuation removed; split on '
-                                        'whitespace; word ids (0 padding, 1 out of vocabulary) post-padded '
-                                        'or truncated to max_length'}}
+                       'max_length': self.max_length, 'preprocessing': PREPROCESSING[rules],
+                       **({'tokenizer': rules} if rules != 'legacy' else {})}}
 
   def encode(self, texts: list[str]) -> np.ndarray:
     """Raw texts -> model inputs, for predict."""
-    return tokenize(self.tokenizer(), [t.encode('utf-8') for t in texts])
+    return self.tokenizer()(texts)
 
   def preprocess(self, tokens, noise):
     return tokens
