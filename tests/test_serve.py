@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
