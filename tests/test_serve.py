@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.error
 from pathlib import Path
 
 import numpy as np
