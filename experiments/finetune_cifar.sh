@@ -23,7 +23,7 @@ fi
 if [ ! -d "$OUT/vehicles" ]; then  # the 4 vehicle classes: 100 training images each, every held-out one
   for c in airplane automobile ship truck; do
     mkdir -p "$OUT/vehicles/train/$c" "$OUT/vehicles/test"
-    ls "$OUT/all/train/$c" | sort -n | head -100 | while read -r f; do cp "$OUT/all/train/$c/$f" "$OUT/vehicles/train/$c/"; done
+    ls "$OUT/all/train/$c" | sort -n | sed -n 1,100p | while read -r f; do cp "$OUT/all/train/$c/$f" "$OUT/vehicles/train/$c/"; done
     cp -r "$OUT/all/test/$c" "$OUT/vehicles/test/"
   done
 fi
