@@ -11,7 +11,6 @@ Prints a Markdown table and one JSON line per row.
 import dataclasses
 import json
 import os
-from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -37,7 +36,6 @@ flags.DEFINE_bool('compare_batch_norm_sync', False,
                   'the same interleaved rounds, and report what synchronising costs.')
 FLAGS = flags.FLAGS
 
-RECIPES = Path(__file__).parent / 'recipes'
 # Each model is timed with the settings of its recipe (optimizer, lookahead, frozen layers, batch),
 # so that the step timed is the step that recipe trains with.
 _RECIPE_FILES = {'simple_cnn': 'cifar_seed.flags', 'mlp': 'cifar_mlp.flags', 'resnet20': 'cifar_resnet20.flags',
@@ -48,7 +46,7 @@ CIFAR_CLASSES, IMDB_CLASSES = 10, 1  # IMDB: two classes, one logit
 
 def recipe(name: str) -> tuple[Config, tuple, type, dict]:
   """(config, input shape, input dtype, model kwargs) of model `name`'s recipe."""
-  config = launch.read_recipe(RECIPES / _RECIPE_FILES[name])
+  config = launch.read_recipe(launch.RECIPES / _RECIPE_FILES[name])
   if config.dataset == 'imdb_reviews':
     return config, (config.max_length,), np.int32, {'vocab_size': config.vocab_size, 'num_classes': IMDB_CLASSES}
   return config, (32, 32, 3), np.float32, {'num_classes': CIFAR_CLASSES}

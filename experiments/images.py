@@ -11,10 +11,8 @@ folder's class subfolders). Defaults are the seed's CIFAR-10 recipe (SimpleCNN, 
 from absl import app, flags
 
 from experiments import launch
-from zoo.config import Config
 
-DEFAULTS = Config(dataset='cifar10', model='simple_cnn', epochs=10, batch_size=32, optimizer='adam',
-                  learning_rate=1e-3)
+DEFAULTS = launch.read_recipe(launch.RECIPES / 'cifar_seed.flags')
 
 launch.define_flags(DEFAULTS)
 flags.adopt_module_key_flags(launch)  # --help lists the experiment's flags

@@ -23,6 +23,7 @@ from zoo.config import Config
 from zoo.errors import ZooError
 
 FLAGS = flags.FLAGS
+RECIPES = Path(__file__).resolve().parent / 'recipes'  # the flagfiles, each with its command and result
 # --help of every experiment lists the platform's and predict's flags with its own.
 flags.adopt_module_key_flags(accelerators)
 flags.adopt_module_key_flags(predictions)

@@ -116,7 +116,8 @@ def test_imdb_train_eval_predict_round_trip_on_mock_data(tmp_path):
 @pytest.mark.slow
 def test_bilstm_learns_real_imdb(tmp_path):
   data_dir = real_data_dir('imdb_reviews')
-  result = run_experiment('imdb', f'--data_dir={data_dir}', '--train_split=train[:4000]',
+  result = run_experiment('imdb', '--flagfile=experiments/recipes/imdb_bilstm.flags', f'--data_dir={data_dir}',
+                          '--train_split=train[:4000]',
                           '--eval_split=train[22500:24500]', '--epochs=2', '--max_length=128',
                           '--vocab_size=5000', f'--workdir={tmp_path}', mock=False)
   assert result.returncode == 0, result.stderr[-3000:]
