@@ -18,6 +18,7 @@ import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 
+from zoo import cache_dirs
 from zoo.errors import ZooError
 from zoo.training.config import Config
 
@@ -101,7 +102,7 @@ def define_flags(defaults: Config) -> None:
   flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes train together.')
   flags.DEFINE_integer('process_id', None, 'Multi-process: this process\'s index, 0 .. num_processes-1.')
   flags.DEFINE_integer('checkpoint_step', None, '--mode=eval/predict: use this step instead of the latest.')
-  flags.DEFINE_string('compilation_cache', os.path.join('~', '.cache', 'zoo', 'jax_compilation'),
+  flags.DEFINE_string('compilation_cache', cache_dirs.default_dir('jax_compilation'),
                       'Directory of JAX\'s persistent compilation cache: a rerun of the same program '
                       'loads its compiled steps instead of compiling them ("" turns it off).')
   flags.DEFINE_bool('deterministic', False,

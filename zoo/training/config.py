@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from zoo import cache_dirs
 from zoo.errors import ZooError
 
 CONFIG_FILE = 'config.json'
@@ -61,7 +62,7 @@ class Config:
   # jitted step, 'tf_data' streams batches from the host, 'auto' picks 'device' when it fits.
   input_pipeline: str = 'auto'
   steps_per_dispatch: int = 50     # 'device' only: train steps run by one jitted call
-  split_cache: str = '~/.cache/zoo/splits'  # decoded TFDS splits kept as .npz ('' off): zoo/data/sources.py
+  split_cache: str = cache_dirs.default_dir('splits')  # decoded TFDS splits kept as .npz ('' off): zoo/data/sources.py
   tensorboard: bool = True         # TensorBoard scalars (the tensorboard package, no TensorFlow); history.json is always written
 
   # Fields that only change how fast a run goes, never its results.
