@@ -1,5 +1,6 @@
-"""A TFDS dataset prepared inside the tests: PNG images, class labels and text, as CIFAR-10 and
-IMDB hold them (its module is imported by name in subprocesses, so it has no test imports)."""
+"""TFDS datasets prepared inside the tests: `ZooTinyImages` holds PNG images, class labels and text
+as CIFAR-10 and IMDB hold them, `ZooTinyColours` images with labels a model can learn (this module
+is imported by name in subprocesses, so it has no test imports)."""
 import numpy as np
 import tensorflow_datasets as tfds
 
