@@ -11,6 +11,7 @@ Prints a Markdown table and one JSON line per row.
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -18,8 +19,9 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import launch
 from zoo import benchmarking
-from zoo.training.config import Config
+from zoo.config import Config
 
 flags.DEFINE_list('models', ['simple_cnn', 'mlp', 'resnet20', 'lstm', 'bilstm'], 'Models to measure.')
 flags.DEFINE_integer('batch_size', None, 'Global batch for every model (default: each recipe\'s batch).')
@@ -35,15 +37,21 @@ flags.DEFINE_bool('compare_batch_norm_sync', False,
                   'the same interleaved rounds, and report what synchronising costs.')
 FLAGS = flags.FLAGS
 
-# name -> (dataset, recipe batch size, input shape, input dtype, model kwargs)
-_RECIPES = {
-    'simple_cnn': ('cifar10', 32, (32, 32, 3), np.float32, {'num_classes': 10}),
-    'mlp': ('cifar10', 32, (32, 32, 3), np.float32, {'num_classes': 10}),
-    'resnet20': ('cifar10', 128, (32, 32, 3), np.float32, {'num_classes': 10}),
-    'airbench': ('cifar10', 1024, (32, 32, 3), np.float32, {'num_classes': 10}),  # slow on a CPU: name it
-    'lstm': ('imdb_reviews', 32, (200,), np.int32, {'vocab_size': 10000, 'num_classes': 1}),
-    'bilstm': ('imdb_reviews', 64, (400,), np.int32, {'vocab_size': 20000, 'num_classes': 1}),
-}
+RECIPES = Path(__file__).parent / 'recipes'
+# Each model is timed with the settings of its recipe (optimizer, lookahead, frozen layers, batch),
+# so that the step timed is the step that recipe trains with.
+_RECIPE_FILES = {'simple_cnn': 'cifar_seed.flags', 'mlp': 'cifar_mlp.flags', 'resnet20': 'cifar_resnet20.flags',
+                 'airbench': 'cifar_airbench.flags',  # slow on a CPU: name it in --models
+                 'lstm': 'imdb_seed.flags', 'bilstm': 'imdb_bilstm.flags'}
+CIFAR_CLASSES, IMDB_CLASSES = 10, 1  # IMDB: two classes, one logit
+
+
+def recipe(name: str) -> tuple[Config, tuple, type, dict]:
+  """(config, input shape, input dtype, model kwargs) of model `name`'s recipe."""
+  config = launch.read_recipe(RECIPES / _RECIPE_FILES[name])
+  if config.dataset == 'imdb_reviews':
+    return config, (config.max_length,), np.int32, {'vocab_size': config.vocab_size, 'num_classes': IMDB_CLASSES}
+  return config, (32, 32, 3), np.float32, {'num_classes': CIFAR_CLASSES}
 
 
 def synthetic_batch(shape, dtype, batch_size, model_kwargs):
@@ -70,16 +78,16 @@ def main(argv):
   print(f'float32 2048x2048 matmul peak: {peak:.0f} GFLOP/s on {device}', flush=True)
   rows = []
   for name in FLAGS.models:
-    dataset, batch_size, shape, dtype, kwargs = _RECIPES[name]
-    batch_size = FLAGS.batch_size or batch_size
-    config = Config(dataset=dataset, model=name, batch_size=batch_size)
+    config, shape, dtype, kwargs = recipe(name)
+    batch_size = FLAGS.batch_size or config.batch_size
+    config = dataclasses.replace(config, batch_size=batch_size)
     info, time_step = benchmarking.train_step_timer(config, synthetic_batch(shape, dtype, batch_size, kwargs),
                                                     kwargs, num_steps=FLAGS.steps)
     timers = {'step_seconds': time_step}
     if FLAGS.compare_batch_norm_sync and info['batch_norm']:
       _, timers['unsynced_step_seconds'] = benchmarking.train_step_timer(
           config, synthetic_batch(shape, dtype, batch_size, kwargs), kwargs, num_steps=FLAGS.steps, axis_name=None)
-    if dataset == 'cifar10' and FLAGS.data_dir:
+    if config.dataset == 'cifar10' and FLAGS.data_dir:
       from zoo.data import open_dataset
       data = open_dataset(config, FLAGS.data_dir, None)
       split = data.load(FLAGS.pipeline_split)

@@ -8,7 +8,7 @@ from absl import app, flags
 
 from experiments import images, launch  # images defines the flags, with CIFAR-10's defaults
 
-del images
+DEFAULTS = images.DEFAULTS
 flags.adopt_module_key_flags(launch)  # --help lists the experiment's flags
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ folder's class subfolders). Defaults are the seed's CIFAR-10 recipe (SimpleCNN, 
 from absl import app, flags
 
 from experiments import launch
-from zoo.training.config import Config
+from zoo.config import Config
 
 DEFAULTS = Config(dataset='cifar10', model='simple_cnn', epochs=10, batch_size=32, optimizer='adam',
                   learning_rate=1e-3)

@@ -11,7 +11,7 @@ two classes get one logit (sigmoid), more get a softmax. Defaults are the IMDB B
 from absl import app, flags
 
 from experiments import launch
-from zoo.training.config import Config
+from zoo.config import Config
 
 DEFAULTS = Config(dataset='imdb_reviews', model='bilstm', epochs=3, batch_size=64, eval_batch_size=500,
                   optimizer='adamw', learning_rate=3e-3, schedule='warmup_cosine', warmup_epochs=0.2,

@@ -8,7 +8,7 @@ from conftest import real_data_dir
 from zoo.data import open_dataset, pipeline, tfds_source
 from zoo.data.images import random_crop_and_flip, random_crop_and_flip_on_device
 from zoo.errors import ZooError
-from zoo.training.config import Config
+from zoo.config import Config
 
 
 def toy_split(n=100):

@@ -43,7 +43,7 @@ def test_no_data_and_no_network(tmp_path):
 
 def test_eval_of_a_directory_that_is_no_workdir(tmp_path):
   assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}'), 'not a zoo workdir',
-                        'pass the --workdir of a training run')
+                        'pass the workdir of a training run')
 
 
 def test_eval_of_a_workdir_without_checkpoints(tmp_path):

@@ -24,3 +24,22 @@ def test_lower_layers_never_import_upper_ones():
       imports = re.findall(r'^\s*(?:from|import) (zoo(?:\.\w+)*)', path.read_text(), re.M)
       offenders += [f'{path.relative_to(ZOO)} imports {name}' for name in imports if name.startswith(forbidden)]
   assert offenders == []
+
+
+def _zoo_imports(path: Path) -> list[str]:
+  return re.findall(r'^\s*(?:from|import) ((?:zoo|experiments)(?:\.\w+)*)', path.read_text(), re.M)
+
+
+def test_config_and_workdir_are_importable_from_every_layer():
+  """`Config` and the workdir's owner sit below everything that uses them."""
+  allowed = {'config.py': ('zoo.errors', 'zoo.models'), 'workdir.py': ('zoo.config', 'zoo.errors'),
+             'errors.py': ()}
+  offenders = [f'{name} imports {module}' for name, ok in allowed.items()
+               for module in _zoo_imports(ZOO / name) if not module.startswith(ok) or module == 'zoo']
+  assert offenders == []
+
+
+def test_the_package_never_imports_the_entry_points():
+  offenders = [f'{path.relative_to(ZOO)} imports {module}' for path in ZOO.rglob('*.py')
+               for module in _zoo_imports(path) if module.startswith('experiments')]
+  assert offenders == []

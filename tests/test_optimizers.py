@@ -6,7 +6,7 @@ import pytest
 
 from zoo.errors import ZooError
 from zoo.models import batchnorm_scopes
-from zoo.training.config import Config
+from zoo.config import Config
 from zoo.training.optimizers import create_optimizer, create_schedule
 
 

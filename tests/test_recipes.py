@@ -12,13 +12,9 @@ from conftest import ROOT
 RECIPES = sorted((ROOT / 'experiments' / 'recipes').glob('*.flags'))
 PARSE = """
 import json, sys
-from absl import flags
-import experiments.{experiment}
-from experiments import launch
+from experiments import {experiment}, launch
 for path in sys.argv[1:]:
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(['recipe', f'--flagfile={{path}}'])
-  config = launch.config_from_flags()
+  config = launch.read_recipe(path, {experiment}.DEFAULTS)
   config.validate(1)
   print(json.dumps({{'recipe': path, 'dataset': config.dataset, 'model': config.model}}))
 """

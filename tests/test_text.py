@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import last_json_line, real_data_dir, run_experiment
+from zoo import workdir as workdir_lib
 from zoo.data import text
 from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
 
@@ -44,12 +45,12 @@ def test_only_process_0_learns_and_writes_the_vocabulary_the_others_wait_and_rea
   info = DatasetInfo('imdb_reviews', 'text', 'text', 'label', ('neg', 'pos'))
   dataset = text.TextDataset(info, no_training_texts, vocab_size=10, max_length=4, train_split='train',
                              workdir=tmp_path)
-  written = threading.Timer(0.5, lambda: (tmp_path / text.VOCABULARY_FILE).write_text('deep\nlearning'))
+  written = threading.Timer(0.5, lambda: (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('deep\nlearning'))
   written.start()  # process 0 writes the file a little later
   tokenizer = dataset.tokenizer()
   written.join()
   assert text.words(tokenizer) == ['deep', 'learning']
-  assert sorted(p.name for p in tmp_path.iterdir()) == [text.VOCABULARY_FILE]  # nothing else written
+  assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lib.VOCABULARY_FILE]  # nothing else written
 
 
 def test_saved_vocabulary_gives_the_same_ids():
@@ -57,6 +58,16 @@ def test_saved_vocabulary_gives_the_same_ids():
   reloaded = text.create_tokenizer(100, 6, text.words(tokenizer))
   np.testing.assert_array_equal(encode(tokenizer, SEED_TEXTS + ['unseen words']),
                                 encode(reloaded, SEED_TEXTS + ['unseen words']))
+
+
+def test_a_few_texts_get_the_ids_a_split_gets():
+  """A prediction's texts (one batch) go through the layer directly, a split's through tf.data."""
+  tokenizer = text.fit_tokenizer(np.array([t.encode() for t in SEED_TEXTS], dtype=object), 100, 6)
+  texts = [f'{SEED_TEXTS[i % 3]} <br />{"!" * (i % 5)} unseen{i}' for i in range(1030)]  # two batches
+  split = encode(tokenizer, texts)
+  assert split.shape == (1030, 6) and split.dtype == np.int32
+  np.testing.assert_array_equal(encode(tokenizer, texts[:3]), split[:3])
+  np.testing.assert_array_equal(encode(tokenizer, texts[1000:]), split[1000:])
 
 
 @pytest.mark.parametrize('model', [LSTMClassifier(vocab_size=50), BiLSTMClassifier(vocab_size=50, hidden_size=8,

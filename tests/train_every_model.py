@@ -31,6 +31,7 @@ MODEL_KWARGS = {
     'mlp': {'num_classes': 10, 'hidden_sizes': (64, 32), 'dropout_rate': 0.3},
     'lstm': {'num_classes': 1, 'vocab_size': VOCAB, 'embed_dim': 8, 'hidden_size': 8},
     'bilstm': {'num_classes': 1, 'vocab_size': VOCAB, 'embed_dim': 8, 'hidden_size': 8},
+    'ngram': {'num_classes': 1, 'vocab_size': VOCAB, 'num_buckets': 2 ** 12},
 }
 
 
@@ -54,6 +55,10 @@ def train(name: str) -> dict:
   model = create_model(name, **MODEL_KWARGS[name])
   state = steps.create_train_state(model, optax.sgd(0.05, momentum=0.9), preprocess(inputs[:1], None),
                                    jax.random.key(0), mesh)
+  if name == 'ngram':  # its ratios come from the data (as `loop._build` sets them); zero, nothing would train
+    params = model.init_from_data(jax.device_get(state.params), preprocess(inputs, None), labels)
+    replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), tree)
+    state = state.replace(params=replicate(params), opt_state=replicate(state.tx.init(params)))
   plan = rng.permutation(len(inputs))[:STEPS * BATCH].reshape(STEPS, BATCH).astype(np.int32)
   noise = np.zeros((STEPS, BATCH, 0), np.float32)
   replicated = steps.replicated(mesh)

@@ -11,13 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.config import Config
 from zoo.data import pipeline, tensorflow_import
-from zoo.models import batchnorm_scopes, create_model
-from zoo.training import feeds, steps
-from zoo.training.config import Config
-from zoo.training.optimizers import create_optimizer
+from zoo.training import builder, feeds, steps
 
 MIN_SECONDS = 5.0  # time at least this long: this machine's step times jitter by 10-20 %
+# The plain step's timer has no split: lookahead's schedule is laid over this many steps per epoch
+# (its per-step work does not depend on it).
+NOMINAL_STEPS_PER_EPOCH = 100
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -32,15 +33,6 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
   return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def _state_and_step(config: Config, sample_inputs: np.ndarray, model_kwargs: dict, mesh,
-                    axis_name: str | None = steps.AXIS):
-  model = create_model(config.model, config.compute_dtype, **model_kwargs)
-  tx = create_optimizer(config, steps_per_epoch=100, batchnorm_scopes=batchnorm_scopes(model, sample_inputs[:1]))
-  state = steps.create_train_state(model, tx, sample_inputs[:1], jax.random.key(config.seed), mesh,
-                                   axis_name=axis_name)
-  return state, steps.make_train_step(mesh, config.label_smoothing)
-
-
 def _timed(run_steps, num_steps: int) -> float:
   """Seconds per step of `run_steps(n) -> result` over at least `num_steps` steps and MIN_SECONDS."""
   done, start = 0, time.perf_counter()
@@ -52,23 +44,25 @@ def _timed(run_steps, num_steps: int) -> float:
 
 def train_step_timer(config: Config, batch: dict, model_kwargs: dict, *, num_steps: int = 30,
                      axis_name: str | None = steps.AXIS):
-  """Compile time and FLOPs of the plain train step, and a function that times it (seconds per
-  step, steps dispatched back to back as the training loop does) on one batch already on the
-  devices: the baseline the input pipelines are measured against.
+  """Compile time and FLOPs of the train step that training runs for `config` (built by
+  `builder.build`), and a function that times it (seconds per step, steps dispatched back to back as
+  the training loop does) on one batch already on the devices: the baseline the input pipelines are
+  measured against.
 
   `axis_name=None` times the step as it was before BatchNorm was synchronised: each device
   normalises with its own rows' statistics (`steps.on_axis`); `info['batch_norm']` says whether
   the model has BatchNorm at all."""
   mesh = steps.data_mesh()
-  state, train_step = _state_and_step(config, batch['inputs'], model_kwargs, mesh, axis_name)
-  carry = [state, steps.zero_metrics(mesh)]
+  program = builder.build(config, model_kwargs, batch['inputs'], NOMINAL_STEPS_PER_EPOCH, mesh, axis_name)
+  train_step = program.train_step
+  carry = [program.init_state(), steps.zero_metrics(mesh)]
   global_batch = steps.to_global_batch(batch, mesh)
   rng = jax.random.key(0)
   start = time.perf_counter()
   lowered = train_step.lower(*carry, global_batch, rng)
   compiled = lowered.compile()
   info = {'compile_seconds': time.perf_counter() - start, 'flops_per_step': steps.flops_per_step(lowered),
-          'batch_norm': bool(state.batch_stats)}
+          'batch_norm': bool(carry[0].batch_stats)}
 
   def run_steps(n):
     for _ in range(n):
@@ -84,12 +78,12 @@ def feed_step_timer(config: Config, dataset, split: pipeline.ArraySplit, *, num_
   preprocessing and augmentation included (seconds per step)."""
   mesh = steps.data_mesh()
   config = dataclasses.replace(config, steps_per_dispatch=max(num_steps, 1))
-  state, _ = _state_and_step(config, pipeline.preprocess_for_eval(dataset, split.inputs[:1]),
-                             dataset.model_kwargs(), mesh)
-  feed = feeds.create(config, dataset, split, mesh)
-  carry = [state, steps.zero_metrics(mesh)]
-  rng = jax.random.key(0)
   per_epoch = pipeline.steps_per_epoch(split.num_examples, config.batch_size)
+  program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, split.inputs[:1]),
+                          per_epoch, mesh)
+  feed = feeds.create(config, program, dataset, split)
+  carry = [program.init_state(), steps.zero_metrics(mesh)]
+  rng = jax.random.key(0)
   position = {'epoch': 0, 'step': 0}
   feed.start_epoch(0, 0)
 

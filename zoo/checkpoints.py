@@ -17,11 +17,20 @@ import flax
 import jax
 import orbax.checkpoint as ocp
 
+from zoo import workdir as workdir_lib
 from zoo.errors import ZooError
 
 log = logging.getLogger('zoo')
 
-CHECKPOINT_DIR = 'checkpoints'
+
+class _Manager(ocp.CheckpointManager):
+  """Orbax's manager, leaving JAX's preemption sync point to the training loop alone."""
+
+  def reached_preemption(self, step: int) -> bool:
+    # Orbax would pass the step as the sync manager's call counter, also from its background
+    # finalize thread; `zoo.training.preemption` counts dispatch boundaries and must be its only caller.
+    del step
+    return False
 
 
 def create_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
@@ -30,7 +39,7 @@ def create_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.Ch
       create=not read_only, read_only=read_only,
       # Saving runs in a background thread while training goes on; `wait` joins it.
       enable_async_checkpointing=not read_only)
-  return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+  return _Manager(workdir_lib.checkpoint_dir(workdir), options=options)
 
 
 def _tree(state, epoch_metrics) -> dict:
@@ -100,7 +109,7 @@ def restore_arrays(workdir, step: int | None = None) -> tuple[int, dict]:
     absl_logger.setLevel(level)
   saved = sorted(manager.all_steps(), reverse=True)
   if not saved:
-    raise ZooError(f'{Path(workdir) / CHECKPOINT_DIR} holds no checkpoint; train first or pass another workdir')
+    raise ZooError(f'{workdir_lib.checkpoint_dir(workdir)} holds no checkpoint; train first or pass another workdir')
   if step is not None and step not in saved:
     raise ZooError(f'{workdir} has no checkpoint of step {step}; saved steps: {", ".join(map(str, sorted(saved)))}')
   for candidate in [step] if step is not None else saved:

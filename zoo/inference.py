@@ -6,7 +6,6 @@ No data directory, TFDS download, mesh or device count is needed; the checkpoint
 arrays and the model runs under a plain `jax.jit` on the default device.
 """
 import functools
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,11 +15,10 @@ import jax
 import numpy as np
 
 from zoo import checkpoints
-from zoo.data import DESCRIPTION_FILE, images, open_dataset
-from zoo.data.sources import DatasetInfo
+from zoo.data import images
 from zoo.errors import ZooError
-from zoo.models import create_model
-from zoo.training import config as config_lib
+from zoo.models import probabilities
+from zoo.training import builder
 
 log = logging.getLogger('zoo')
 
@@ -103,44 +101,26 @@ class TrainedModel:
     return probabilities(np.concatenate(logits))
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-  """One logit (binary, sigmoid) -> [p(class 0), p(class 1)]; several -> softmax."""
-  if logits.shape[-1] == 1:
-    positive = np.asarray(jax.nn.sigmoid(logits[:, 0]))
-    return np.stack([1 - positive, positive], axis=-1)
-  return np.asarray(jax.nn.softmax(logits, axis=-1))
-
-
-def _description(workdir: Path, config, data_dir) -> dict:
-  """`dataset.json`, or for a workdir trained before it was written, the dataset's description from
-  TFDS's metadata, with numbered class names where it has no names."""
-  path = workdir / DESCRIPTION_FILE
-  if path.exists():
-    return json.loads(path.read_text())
-  description = open_dataset(config, data_dir, workdir).describe()
-  names = description['class_names']
-  if all(name == str(i) for i, name in enumerate(names)):
-    log.warning('%s has no %s and TFDS gives no class names here: classes are numbered 0..%d; pass '
-                'data_dir= (--data_dir) holding the prepared %s to name them', workdir, DESCRIPTION_FILE,
-                len(names) - 1, config.data_name)
-  return description
+def prediction_fields(class_names: Sequence[str], probabilities_row: np.ndarray) -> dict:
+  """One input's answer, as `--mode=predict` prints it and the demo server returns it: `label`, the
+  class probability (`p_positive`, class 1's, for two classes; else `p`, the top class's) and `top`,
+  the 3 likeliest [name, probability] pairs, rounded to 4 places (ties go to the earlier class)."""
+  top = np.argsort(-probabilities_row, kind='stable')[:3]
+  fields: dict[str, Any] = {'label': class_names[int(top[0])]}
+  if len(class_names) == 2:
+    fields['p_positive'] = round(float(probabilities_row[1]), 4)
+  else:
+    fields['p'] = round(float(probabilities_row[top[0]]), 4)
+  fields['top'] = [[class_names[int(i)], round(float(probabilities_row[i]), 4)] for i in top]
+  return fields
 
 
 def load(workdir, step: int | None = None, data_dir: str | None = None) -> TrainedModel:
   """The model trained in `workdir`, restored from checkpoint `step` (default: the newest
   readable one). `data_dir` is only consulted for class names of a workdir that recorded none."""
-  workdir = Path(workdir)
-  config = config_lib.read_recorded(workdir)
-  if config is None:
-    raise ZooError(f'{workdir} has no {config_lib.CONFIG_FILE}: it is not a zoo workdir; pass the '
-                   'workdir of a training run')
-  description = _description(workdir, config, data_dir)
-  info = DatasetInfo.from_json(description['info']) if 'info' in description else None
-  dataset = open_dataset(config, data_dir, workdir, info=info)
-  model = create_model(config.model, config.compute_dtype, config.tta_level, **dataset.model_kwargs())
-  if description['inputs']['kind'] == 'text' and not (workdir / description['inputs']['vocabulary']).exists():
-    raise ZooError(f'{workdir} has no {description["inputs"]["vocabulary"]}: the vocabulary the model was '
-                   'trained with is lost; train again in a new workdir')
+  trained = builder.open_trained(workdir, data_dir)
+  config, description, dataset = trained.config, trained.description, trained.dataset
+  model = builder.create_model(config, dataset.model_kwargs())
   step, tree = checkpoints.restore_arrays(workdir, step)
   variables: dict[str, Any] = {'params': tree['params']}
   if 'batch_stats' in tree:

@@ -1,40 +1,31 @@
-"""What a run leaves for people: history.json, the seed's accuracy plot, TensorBoard events, eval.json."""
+"""What a run shows people while it trains: the seed's accuracy plot and TensorBoard scalars (the
+files' names and places are `zoo.workdir`'s)."""
 import itertools
-import json
 import logging
 import os
 import socket
 import time
 from pathlib import Path
 
-HISTORY_FILE = 'history.json'
-PLOT_FILE = 'history.png'
-EVAL_FILE = 'eval.json'
+from zoo import workdir as workdir_lib
 
 
-def read_history(workdir) -> list[dict]:
-  path = Path(workdir) / HISTORY_FILE
-  return json.loads(path.read_text()) if path.exists() else []
-
-
-def write_json(path: Path, value) -> None:
-  """Writes via a temporary file and a rename, so a kill never leaves half a file."""
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(value, indent=2) + '\n')
-  tmp.replace(path)
-
-
-def plot_history(history: list[dict], path: Path) -> None:
-  """The seed's figure: training accuracy and val_accuracy per epoch, y from 0 to 1."""
+def plot_history(history: list[dict], path: Path, *, title: str = '') -> None:
+  """The seed's figure: training accuracy and val_accuracy per epoch, y from 0 to 1; `title` names
+  the run (model and dataset)."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
   evaluated = [h for h in history if 'eval_accuracy' in h]  # --eval_every_epochs may skip some
   fig, ax = plt.subplots(figsize=(6, 4))
   ax.plot([h['epoch'] for h in history], [h['train_accuracy'] for h in history], marker='o', label='accuracy')
   ax.plot([h['epoch'] for h in evaluated], [h['eval_accuracy'] for h in evaluated], marker='o',
           label='val_accuracy')
   ax.set_xlabel('Epoch')
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.25, 1.5 ticks
+  if title:
+    ax.set_title(title, parse_math=False)  # a '$' in a name is no formula
   ax.set_ylabel('Accuracy')
   ax.set_ylim([0, 1])
   ax.legend(loc='lower right')
@@ -62,7 +53,7 @@ class TensorBoard:
       logging.getLogger('zoo').warning('No TensorBoard scalars (%s); history.json and the plot are written', e)
       return
     self._event, self._summary = event_pb2.Event, summary_pb2.Summary
-    directory = Path(workdir) / 'tensorboard'
+    directory = workdir_lib.tensorboard_dir(workdir)
     directory.mkdir(parents=True, exist_ok=True)
     # TensorBoard's file naming; a resumed run adds a file beside the earlier ones (never over one).
     prefix = f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}'

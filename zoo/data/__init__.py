@@ -13,11 +13,6 @@ from pathlib import Path
 
 from zoo.data import sources
 
-# <workdir>/dataset.json: the dataset's `describe()` (class names, input format), written when
-# training starts, so that a trained model can be used with nothing but its workdir.
-DESCRIPTION_FILE = 'dataset.json'
-
-
 def _read_tfds(info: sources.DatasetInfo, data_dir, cache_dir: str, split: str) -> dict:
   arrays = sources.load_split(info.name, split, data_dir, cache_dir)
   return {('image' if info.kind == 'image' else 'text'): arrays[info.input_key], 'label': arrays[info.label_key]}

@@ -8,10 +8,8 @@ included in that count), every review post-padded or truncated to `--max_length`
 The vocabulary is learned from `--train_split` only and kept in `<workdir>/vocabulary.txt`, so
 eval and predict read the same ids the model was trained on.
 """
-import os
 import re
 import string
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,11 +19,11 @@ import numpy as np
 from zoo.data import tensorflow_import
 from zoo.data.pipeline import ArraySplit
 from zoo.data.sources import DatasetInfo
+from zoo import workdir as workdir_lib
 from zoo.errors import ZooError
 
 tf = tensorflow_import.tensorflow()  # the tokenizer is TensorFlow: imported with this module
 
-VOCABULARY_FILE = 'vocabulary.txt'
 _MARKUP = r'<br\s*/?>'
 _PUNCTUATION = '[%s]' % re.escape(string.punctuation)
 
@@ -55,25 +53,19 @@ def words(tokenizer) -> list[str]:
   return [str(w) for w in tokenizer.get_vocabulary()[2:]]
 
 
+_BATCH = 1024
+
+
 def tokenize(tokenizer, texts) -> np.ndarray:
-  """Token ids, int32 [len(texts), max_length], computed in parallel by tf.data."""
+  """Token ids, int32 [len(texts), max_length]; more than one batch of texts (a split) in parallel by tf.data."""
   if len(texts) == 0:
     return np.zeros((0, tokenizer._output_sequence_length), np.int32)
-  dataset = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object)).batch(1024)
+  if len(texts) <= _BATCH:  # one batch (a prediction): the layer called directly, without building and
+    # tracing a tf.data pipeline, is the same ops and ~15x faster (20 ms against 350 ms for one text)
+    return np.asarray(tokenizer(tf.constant(np.asarray(texts, dtype=object)))).astype(np.int32)
+  dataset = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object)).batch(_BATCH)
   dataset = dataset.map(tokenizer, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return np.concatenate([b.astype(np.int32) for b in dataset.as_numpy_iterator()])
-
-
-VOCABULARY_WAIT_SECONDS = 600  # learning a vocabulary of IMDB's 25,000 reviews takes ~10 s
-
-
-def _wait_for(path: Path, timeout: float = VOCABULARY_WAIT_SECONDS) -> None:
-  deadline = time.monotonic() + timeout
-  while not path.exists():
-    if time.monotonic() > deadline:
-      raise ZooError(f'process {jax.process_index()} waited {timeout:.0f} s for process 0 to write {path}; '
-                     'every process needs the same --workdir on a shared file system')
-    time.sleep(0.2)
 
 
 class TextDataset:
@@ -106,23 +98,19 @@ class TextDataset:
     In a multi-process run process 0 learns and writes it; the others wait for the file and read
     it, so every process tokenizes with the same words and no two write the same file."""
     if self._tokenizer is None:
-      path = self.workdir / VOCABULARY_FILE if self.workdir else None
-      if path and not path.exists() and jax.process_index() != 0:
-        _wait_for(path)
-      if path and path.exists():
-        vocabulary = path.read_text(encoding='utf-8').split('\n')
+      vocabulary = None
+      if self.workdir is not None:
+        vocabulary = workdir_lib.read_vocabulary(self.workdir, wait=jax.process_index() != 0)
+      if vocabulary is not None:
         self._tokenizer = create_tokenizer(self.vocab_size, self.max_length, vocabulary)
       else:
-        texts = self._texts(self.train_split)
-        self._tokenizer = fit_tokenizer(texts, self.vocab_size, self.max_length)
-        if path:
-          path.parent.mkdir(parents=True, exist_ok=True)
-          tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
-          tmp.write_text('\n'.join(words(self._tokenizer)), encoding='utf-8')
-          tmp.replace(path)  # atomic: a reader sees no file or the whole file
+        self._tokenizer = fit_tokenizer(self.texts(self.train_split), self.vocab_size, self.max_length)
+        if self.workdir is not None:
+          workdir_lib.write_vocabulary(self.workdir, words(self._tokenizer))
     return self._tokenizer
 
-  def _texts(self, split: str) -> np.ndarray:
+  def texts(self, split: str) -> np.ndarray:
+    """The split's raw texts (UTF-8 bytes), in example order: what a report shows of a mistake."""
     return self._read_split(split)['text']
 
   def load(self, split: str) -> ArraySplit:
@@ -133,7 +121,7 @@ class TextDataset:
     """What a trained model needs to be used without this code's data: kept in the workdir."""
     return {'dataset': self.name, 'source': self.source, 'class_names': self.class_names,
             'info': self.info.to_json(),
-            'inputs': {'kind': 'text', 'vocabulary': VOCABULARY_FILE, 'vocab_size': self.vocab_size,
+            'inputs': {'kind': 'text', 'vocabulary': workdir_lib.VOCABULARY_FILE, 'vocab_size': self.vocab_size,
                        'max_length': self.max_length,
                        'preprocessing': 'lowercased; <br /> markup and punctuation removed; split on '
                                         'whitespace; word ids (0 padding, 1 out of vocabulary) post-padded '

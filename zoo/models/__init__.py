@@ -6,12 +6,14 @@ Every entry takes its output size as `num_classes` (plus whatever the dataset di
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from zoo.models.airbench import AirbenchNet
 from zoo.models.cnn import ResNet, SimpleCNN
 from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
 from zoo.errors import ZooError
 from zoo.models.mlp import MLP
+from zoo.models.ngram import NgramClassifier
 
 MODELS = {
     'simple_cnn': SimpleCNN,
@@ -20,6 +22,7 @@ MODELS = {
     'mlp': MLP,
     'lstm': LSTMClassifier,
     'bilstm': BiLSTMClassifier,
+    'ngram': NgramClassifier,
 }
 
 
@@ -62,6 +65,16 @@ def create_model(name: str, compute_dtype: str = 'float32', tta_level: int = -1,
   return MODELS[name](**dataset_kwargs)
 
 
+def probabilities(logits) -> np.ndarray:
+  """Class probabilities from a model's logits, float32 [N, classes]: one logit means two classes
+  (sigmoid: [p(class 0), p(class 1)]), several a softmax."""
+  logits = np.asarray(logits, np.float32)
+  if logits.shape[-1] == 1:
+    positive = np.asarray(jax.nn.sigmoid(logits[:, 0]))
+    return np.stack([1 - positive, positive], axis=-1)
+  return np.asarray(jax.nn.softmax(logits, axis=-1))
+
+
 def batchnorm_scopes(model: nn.Module, sample_inputs) -> frozenset[str]:
   """The 'a/b' parameter paths of every `nn.BatchNorm` inside `model`, found by what each module
   is (traced once, abstractly), not by what it is called: a BatchNorm given its own name counts."""
@@ -75,3 +88,24 @@ def batchnorm_scopes(model: nn.Module, sample_inputs) -> frozenset[str]:
   with nn.intercept_methods(record):
     jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), sample_inputs)
   return frozenset(found)
+
+
+def head_scope(model: nn.Module, sample_inputs) -> str:
+  """The 'a/b' path of the classifier head: the last `nn.Dense` the model calls whose width is the
+  logits' (traced once, abstractly). Fine-tuning creates it anew for other classes and
+  `--freeze=backbone` trains it alone."""
+  calls = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
+      calls.append(('/'.join(context.module.path), out.shape[-1]))
+    return out
+
+  with nn.intercept_methods(record):
+    logits = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False)[0], sample_inputs)
+  heads = [path for path, width in calls if width == logits.shape[-1]]
+  if not heads:
+    raise ZooError(f'{type(model).__name__} has no dense layer giving its logits, so it has no head to '
+                   'fine-tune alone; use --freeze=none')
+  return heads[-1]

@@ -126,8 +126,10 @@ class AirbenchNet(nn.Module):
     return mirrored(images) / 2 + (mirrored(up_left) + mirrored(down_right)) / 4
 
   @staticmethod
-  def init_from_data(params, images: np.ndarray):
-    """Sets the frozen whitening layer from training images in [0, 1] (airbench uses 5,000)."""
+  def init_from_data(params, images: np.ndarray, labels=None):
+    """Sets the frozen whitening layer from training images in [0, 1] (the first
+    `init_examples`, as airbench94 has it); the labels are not needed."""
+    del labels
     kernel = whitening_kernel(normalize(np.asarray(images, np.float32)))
     whiten = dict(params['whiten'], kernel=jnp.asarray(kernel))
     return dict(params, whiten=whiten)
@@ -135,3 +137,4 @@ class AirbenchNet(nn.Module):
   # Parameters no optimizer may change, and those that stop after some epochs (`optimizers.py`).
   frozen = ('whiten/kernel',)
   frozen_after_epochs = (('whiten/bias', 3),)
+  init_examples = 5000  # the training images init_from_data sees

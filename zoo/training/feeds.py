@@ -5,6 +5,9 @@ step per batch: it serves any split. `DeviceFeed` puts the whole split on every 
 is 150 MB as uint8) and runs up to `steps_per_dispatch` steps per jitted call, each gathering and
 augmenting its batch on the device. Both follow `pipeline.epoch_plan`, so a run may switch feeds,
 device counts or process counts between resumes and still see the same batches.
+
+Feeds deliver batches: the steps they run come built from `builder.Program`, and of the config they
+read only what says how batches are made and dispatched (batch sizes, seed, pipeline, steps per call).
 """
 import jax
 import numpy as np
@@ -23,10 +26,6 @@ def choose(config, dataset, split: pipeline.ArraySplit) -> str:
   return 'device' if fits and hasattr(dataset, 'preprocess_on_device') else 'tf_data'
 
 
-def _lookahead(config, split: pipeline.ArraySplit):
-  return steps.Lookahead.from_config(config, pipeline.steps_per_epoch(split.num_examples, config.batch_size))
-
-
 def _process_slice() -> pipeline.ProcessSlice:
   return pipeline.ProcessSlice(jax.process_index(), jax.process_count())
 
@@ -35,9 +34,9 @@ class HostFeed:
   """tf.data on the host, one dispatch per step."""
   max_steps_per_call = 1
 
-  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
-    self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
-    self._step = steps.make_train_step(mesh, config.label_smoothing, _lookahead(config, split))
+  def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
+    self.config, self.dataset, self.split, self.mesh = config, dataset, split, program.mesh
+    self._step = program.train_step
     self._compiled = None
     self._batches = None
     self.flops_per_step = 0.0
@@ -61,15 +60,14 @@ class HostFeed:
 class DeviceFeed:
   """The split held on the devices; `max_steps_per_call` steps per jitted call."""
 
-  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
-    self.config, self.dataset, self.mesh = config, dataset, mesh
+  def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
+    self.config, self.dataset, self.mesh = config, dataset, program.mesh
     self.num_examples = split.num_examples
     self.max_steps_per_call = config.steps_per_dispatch
-    replicated = steps.replicated(mesh)
+    replicated = steps.replicated(self.mesh)
     self._inputs = steps.put_global(split.inputs, replicated)
     self._labels = steps.put_global(split.labels, replicated)
-    self._loop = steps.make_train_loop(mesh, dataset.preprocess_on_device, config.label_smoothing,
-                                       _lookahead(config, split))
+    self._loop = program.train_loop(dataset.preprocess_on_device)
     self._compiled = None
     self._plan = None
     self._next = 0
@@ -93,44 +91,69 @@ class DeviceFeed:
     return self._compiled(*args)
 
 
-def create(config, dataset, split: pipeline.ArraySplit, mesh):
+def create(config, program, dataset, split: pipeline.ArraySplit):
+  """The feed `--input_pipeline` asks for (`auto`: `choose`), running `program`'s train step."""
   feed = DeviceFeed if choose(config, dataset, split) == 'device' else HostFeed
-  return feed(config, dataset, split, mesh)
+  return feed(config, program, dataset, split)
+
+
+def _host_logits(padded_logits: jax.Array, num_examples: int) -> np.ndarray:
+  """Global logits [..., outputs] in eval-plan order -> every process's host copy [N, outputs]."""
+  from jax.experimental import multihost_utils
+  gathered = multihost_utils.process_allgather(padded_logits, tiled=True)
+  return np.asarray(gathered).reshape(-1, gathered.shape[-1])[:num_examples]
 
 
 class HostEval:
   """Evaluation batches through tf.data, one dispatch per batch."""
 
-  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
-    self.config, self.dataset, self.split, self.mesh = config, dataset, split, mesh
-    self._step = steps.make_eval_step(mesh)
+  def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
+    self.config, self.dataset, self.split, self.mesh = config, dataset, split, program.mesh
+    self._program = program
+
+  def _batches(self):
+    return pipeline.eval_batches(self.split, self.dataset.preprocess, global_batch=self.config.eval_batch_size,
+                                 process=_process_slice())
 
   def __call__(self, state) -> dict:
     sums = steps.zero_metrics(self.mesh)
-    batches = pipeline.eval_batches(self.split, self.dataset.preprocess, global_batch=self.config.eval_batch_size,
-                                    process=_process_slice())
-    for local_batch in batches:
-      batch_sums = self._step(state, steps.to_global_batch(local_batch, self.mesh))
+    for local_batch in self._batches():
+      batch_sums = self._program.eval_step(state, steps.to_global_batch(local_batch, self.mesh))
       sums = jax.tree.map(lambda a, b: a + b, sums, batch_sums)
     return sums
+
+  def logits(self, state) -> np.ndarray:
+    """Every example's logits, float32 [N, outputs], in the split's order, on every process."""
+    batches = [self._program.logits_step(state, steps.to_global_batch(local_batch, self.mesh))
+               for local_batch in self._batches()]
+    return np.concatenate([_host_logits(b, len(b)) for b in batches])[:self.split.num_examples]
 
 
 class DeviceEval:
   """The evaluation split held on the devices, evaluated in one call."""
 
-  def __init__(self, config, dataset, split: pipeline.ArraySplit, mesh):
+  def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
+    mesh = program.mesh
     replicated = steps.replicated(mesh)
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
     indices, mask = pipeline.eval_plan(split.num_examples, config.eval_batch_size)
     self._args = (steps.put_global(split.inputs, replicated), steps.put_global(split.labels, replicated),
                   steps.put_global(indices, sharding), steps.put_global(mask, sharding))
-    self._loop = steps.make_eval_loop(mesh, dataset.preprocess_on_device)
+    self.num_examples = split.num_examples
+    self._sums_loop = program.eval_loop(dataset.preprocess_on_device)  # compiled on first use
+    self._logits_loop = program.logits_loop(dataset.preprocess_on_device)
 
   def __call__(self, state) -> dict:
-    return self._loop(state, *self._args)
+    return self._sums_loop(state, *self._args)
+
+  def logits(self, state) -> np.ndarray:
+    """Every example's logits, float32 [N, outputs], in the split's order, on every process."""
+    inputs, _, indices, _ = self._args
+    return _host_logits(self._logits_loop(state, inputs, indices), self.num_examples)
 
 
-def create_eval(config, dataset, split: pipeline.ArraySplit, mesh):
-  """Evaluates every example of `split` exactly once: state -> summed loss, correct, count."""
+def create_eval(config, program, dataset, split: pipeline.ArraySplit):
+  """Evaluates every example of `split` exactly once: `evaluator(state)` -> summed loss, correct and
+  count (training's per-epoch evaluation), `evaluator.logits(state)` -> every example's logits."""
   evaluator = DeviceEval if choose(config, dataset, split) == 'device' else HostEval
-  return evaluator(config, dataset, split, mesh)
+  return evaluator(config, program, dataset, split)

@@ -4,25 +4,21 @@ Data flow: TFDS split (host memory) -> a feed (`feeds.py`: the split held on the
 tf.data batches of this process's rows) -> jitted shard_map steps over the `data` axis ->
 replicated state -> orbax checkpoint + history.
 """
-import dataclasses
 import logging
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from zoo import checkpoints, reporting
-from zoo.data import DESCRIPTION_FILE, open_dataset, pipeline
+from zoo import checkpoints, models, report, reporting
+from zoo import workdir as workdir_lib
+from zoo.config import Config
+from zoo.data import open_dataset, pipeline
 from zoo.errors import ZooError
-from zoo.models import batchnorm_scopes, check_input, create_model
-from zoo.training import config as config_lib
-from zoo.training import feeds, steps
-from zoo.training.config import Config
-from zoo.training.optimizers import create_optimizer
+from zoo.training import builder, feeds, finetune, steps
+from zoo.training.preemption import Preemption
 
 # The zoo logs through its own logger so that entry points can show it while keeping orbax's
 # and TensorFlow's INFO chatter (absl's logger) quiet.
@@ -31,26 +27,6 @@ log = logging.getLogger('zoo')
 
 def _is_chief() -> bool:
   return jax.process_index() == 0
-
-
-class Preemption:
-  """Turns SIGTERM (a preemption notice) into a request the loop answers by checkpointing and
-  returning, instead of dying mid-step."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._request)
-
-  def _request(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def restore(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
 
 
 def _stop_for_preemption(preemption: Preemption, manager, step: int, history: list[dict]) -> list[dict]:
@@ -67,74 +43,105 @@ def _summarise(sums: dict) -> dict:
           'num_examples': int(sums['count'])}
 
 
-def _build(config: Config, dataset, sample_inputs, steps_per_epoch: int, mesh, init_inputs=None):
-  """The model and a freshly initialised, replicated train state (the template restores fill).
-
-  Models with a data-dependent initialisation (`init_from_data`, e.g. airbench's whitening layer)
-  get it from `init_inputs`, preprocessed training inputs; restoring a checkpoint overrides it.
-  """
-  check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
-  model = create_model(config.model, config.compute_dtype, config.tta_level, **dataset.model_kwargs())
-  sample = pipeline.preprocess_for_eval(dataset, sample_inputs)
-  tx = create_optimizer(config, steps_per_epoch, frozen=getattr(model, 'frozen', ()),
-                        frozen_after_epochs=getattr(model, 'frozen_after_epochs', ()),
-                        batchnorm_scopes=batchnorm_scopes(model, sample))
-  state = steps.create_train_state(model, tx, sample, jax.random.key(config.seed), mesh, config.lookahead)
-  if init_inputs is not None and hasattr(model, 'init_from_data'):
-    params = model.init_from_data(jax.device_get(state.params), pipeline.preprocess_for_eval(dataset, init_inputs))
-    replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), tree)
-    state = state.replace(params=replicate(params), opt_state=replicate(tx.init(params)))
-    if state.lookahead is not None:
-      state = state.replace(lookahead=replicate({'params': params, 'batch_stats': state.batch_stats}))
-  return model, state
-
-
 def _next_multiple(step: int, every: int) -> int:
   """The first multiple of `every` after `step` (no bound when `every` is 0)."""
   return (step // every + 1) * every if every > 0 else 1 << 62
 
 
-def _check_finite(summary: dict, step: int, manager, state=None) -> None:
-  """Stops a diverged run before it can checkpoint non-finite values (the parameters are checked
-  too when about to save: they turn inf one step before the loss shows it)."""
-  if not math.isfinite(summary['loss']) or (state is not None and not steps.all_finite(state.params)):
-    manager.wait_until_finished()
-    last = manager.latest_step()
-    kept = f'the last good checkpoint is step {last}' if last is not None else 'no checkpoint was written'
-    raise ZooError(f'the training loss became NaN/inf by step {step}; stopped without saving ({kept}). '
-                   'Lower --learning_rate or add warm-up (--schedule=warmup_cosine --warmup_epochs=1) '
-                   'and use a new --workdir')
+def _save(manager, state, metrics, step: int, loss: float) -> None:
+  """Checks that the training `loss` and the parameters are finite, then saves: a diverged run stops
+  before it can checkpoint non-finite values (the parameters turn inf a step before the loss shows it)."""
+  _check_finite(loss, manager, step, state)
+  checkpoints.save(manager, state, metrics)
 
 
-def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> list[dict]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the history."""
-  workdir = Path(workdir)
-  mesh = steps.data_mesh()
+def _check_finite(loss: float, manager, step: int, state=None) -> None:
+  if math.isfinite(loss) and (state is None or steps.all_finite(state.params)):
+    return
+  manager.wait_until_finished()
+  last = manager.latest_step()
+  kept = f'the last good checkpoint is step {last}' if last is not None else 'no checkpoint was written'
+  raise ZooError(f'the training loss became NaN/inf by step {step}; stopped without saving ({kept}). '
+                 'Lower --learning_rate or add warm-up (--schedule=warmup_cosine --warmup_epochs=1) '
+                 'and use a new --workdir')
+
+
+def _open(config: Config, workdir: Path, data_dir):
+  """Checks the config, the workdir and the model against the data's description (no data read
+  yet), then reads the splits: (dataset, train split, eval split, steps per epoch)."""
   config.validate(jax.device_count())
-  config_lib.check_resumable(config, workdir)  # before anything is written into the workdir
+  workdir_lib.check_resumable(config, workdir)  # before anything is written into the workdir
+  if config.init_from:
+    workdir_lib.trained_config(config.init_from)  # a fine-tuning source must be a trained workdir
   dataset = open_dataset(config, data_dir, workdir)
+  models.check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
   train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
   steps_per_epoch = pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
   if steps_per_epoch == 0:
     raise ZooError(f'{config.train_split!r} has {train_split.num_examples} examples, fewer than one '
                    f'batch of --batch_size={config.batch_size}; use a smaller batch or a larger split')
-  total_steps = config.epochs * steps_per_epoch
-  _, state = _build(config, dataset, train_split.inputs[:1], steps_per_epoch, mesh,
-                    init_inputs=train_split.inputs[:5000])
+  return dataset, train_split, eval_split, steps_per_epoch
+
+
+def _data_for_init(model, dataset, train_split) -> tuple:
+  """(preprocessed inputs, labels) of the first `model.init_examples` training examples (None: all)
+  for a model with a data-dependent initialisation (`init_from_data`: airbench's whitening layer,
+  the n-gram model's Naive Bayes ratios); () for the others."""
+  if not hasattr(model, 'init_from_data'):
+    return ()
+  count = model.init_examples
+  return pipeline.preprocess_for_eval(dataset, train_split.inputs[:count]), train_split.labels[:count]
+
+
+def _history_entry(epoch: int, step: int, train: dict, evaluation: dict | None, seconds: float,
+                   train_seconds: float, trained_steps: int, config: Config, flops_per_step: float) -> dict:
+  entry = {'epoch': epoch + 1, 'step': step, 'train_loss': train['loss'], 'train_accuracy': train['accuracy']}
+  if evaluation is not None:
+    entry.update(eval_loss=evaluation['loss'], eval_accuracy=evaluation['accuracy'],
+                 eval_examples=evaluation['num_examples'])
+  entry.update(seconds=round(seconds, 3),
+               train_images_per_second=round(trained_steps * config.batch_size / train_seconds, 1))
+  if flops_per_step:
+    entry.update(flops_per_step=flops_per_step,
+                 train_gflops_per_second=round(flops_per_step * trained_steps / train_seconds / 1e9, 2),
+                 train_pflop=flops_per_step * step / 1e15)  # training compute so far (XLA's count)
+  return entry
+
+
+def _log_flops(flops_per_step: float) -> None:
+  if flops_per_step:
+    log.info('train step: %.1f MFLOP per step (XLA cost analysis)', flops_per_step / 1e6)
+  else:  # some GPU plugins give no cost analysis
+    log.info('train step: XLA gives no FLOP count on %s; FLOP figures are left out', jax.default_backend())
+
+
+def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> list[dict]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the history.
+
+  Set up, restore, then per epoch: train, evaluate, report, save. A SIGTERM (preemption) saves the
+  step reached and returns early; the same call resumes there."""
+  workdir = Path(workdir)
+  mesh = steps.data_mesh()
+  dataset, train_split, eval_split, steps_per_epoch = _open(config, workdir, data_dir)
+  program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, train_split.inputs[:1]),
+                          steps_per_epoch, mesh)
+  state = program.init_state(*_data_for_init(program.model, dataset, train_split))
   if _is_chief():  # Only once every name and split has proven valid: a typo must not be recorded.
-    config_lib.record(config, workdir)
-    if not (workdir / DESCRIPTION_FILE).exists():  # class names and input format, for `zoo.load`
-      reporting.write_json(workdir / DESCRIPTION_FILE, dataset.describe())
+    workdir_lib.record_config(config, workdir)
+    workdir_lib.record_description(workdir, dataset.describe())  # class names and input format, for zoo.load
   metrics = steps.zero_metrics(mesh)
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
+  if config.init_from and manager.latest_step() is None:  # a fine-tuning run's start (resumes restore)
+    state = finetune.start_from(program, state, config.init_from)
   if manager.latest_step() is not None:
     state, metrics = checkpoints.restore(manager, state, metrics, set_aside_unreadable=True)
     log.info('Resuming from step %d in %s', int(state.step), manager.directory)
   step = int(state.step)
-  history = [h for h in reporting.read_history(workdir) if h['epoch'] <= step // steps_per_epoch]
+  history = [h for h in workdir_lib.read_history(workdir) if h['epoch'] <= step // steps_per_epoch]
+  total_steps = config.epochs * steps_per_epoch
   rng = jax.random.key(config.seed)
-  feed = feeds.create(config, dataset, train_split, mesh)
-  evaluate_split = feeds.create_eval(config, dataset, eval_split, mesh)
+  feed = feeds.create(config, program, dataset, train_split)
+  evaluate_split = feeds.create_eval(config, program, dataset, eval_split)
   tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief() and config.tensorboard)
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
            'input pipeline: %s', config.model, config.data_name, config.epochs, steps_per_epoch,
@@ -143,6 +150,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   preemption = Preemption()
   flops_logged = False
   for epoch in range(step // steps_per_epoch, config.epochs):
+    # Train.
     first_step = step - epoch * steps_per_epoch
     epoch_start = time.perf_counter()
     feed.start_epoch(epoch, first_step)
@@ -154,55 +162,39 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
       state, metrics = feed.run(state, metrics, rng, stop - step)
       if not flops_logged:
         flops_logged = True
-        if feed.flops_per_step:
-          log.info('train step: %.1f MFLOP per step (XLA cost analysis)', feed.flops_per_step / 1e6)
-        else:  # GPU plugins: seen on an H200 with JAX 0.11.2; the same step's count on CPU holds
-          log.info('train step: XLA gives no FLOP count on %s; FLOP figures are left out', jax.default_backend())
+        _log_flops(feed.flops_per_step)
       step = stop
-      if preemption.requested and step % steps_per_epoch:  # at an epoch's end: finish the epoch first
-        _check_finite(_summarise(metrics), step, manager, state)
-        checkpoints.save(manager, state, metrics)
+      # Asked at every boundary (processes agree on the step); at an epoch's end: finish the epoch first.
+      if preemption.should_stop() and step % steps_per_epoch:
+        _save(manager, state, metrics, step, _summarise(metrics)['loss'])
         return _stop_for_preemption(preemption, manager, step, history)
       if step % config.log_every_steps == 0:
         summary = _summarise(metrics)
-        _check_finite(summary, step, manager)
-        elapsed = time.perf_counter() - epoch_start
-        done = step - epoch * steps_per_epoch - first_step
-        rate = done * config.batch_size / elapsed
-        log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f examples/s, %.1f GFLOP/s, ETA %s',
-                 epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
-                 rate, feed.flops_per_step * done / elapsed / 1e9,
-                 reporting.format_duration((total_steps - step) * config.batch_size / rate))
+        _check_finite(summary['loss'], manager, step)
+        _log_progress(config, summary, epoch, step, total_steps, step - epoch * steps_per_epoch - first_step,
+                      time.perf_counter() - epoch_start, feed.flops_per_step)
       if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
-        # (An epoch's last step is saved after its evaluation and history entry, below.)
-        _check_finite(_summarise(metrics), step, manager, state)
-        checkpoints.save(manager, state, metrics)
+        _save(manager, state, metrics, step, _summarise(metrics)['loss'])  # (an epoch's last step: below)
     train = _summarise(metrics)
-    _check_finite(train, step, manager, state)
     train_seconds = time.perf_counter() - epoch_start
-    metrics = steps.zero_metrics(mesh)
-    entry = {'epoch': epoch + 1, 'step': step, 'train_loss': train['loss'], 'train_accuracy': train['accuracy']}
+    _check_finite(train['loss'], manager, step, state)  # before this epoch leaves any trace
+    # Evaluate.
+    evaluation = None
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
       evaluation = _summarise(evaluate_split(state))
-      entry.update(eval_loss=evaluation['loss'], eval_accuracy=evaluation['accuracy'],
-                   eval_examples=evaluation['num_examples'])
-    entry.update({
-             'seconds': round(time.perf_counter() - epoch_start, 3),
-             'train_images_per_second': round((steps_per_epoch - first_step) * config.batch_size / train_seconds, 1)})
-    if feed.flops_per_step:
-      entry.update({
-          'flops_per_step': feed.flops_per_step,
-          'train_gflops_per_second': round(feed.flops_per_step * (steps_per_epoch - first_step) / train_seconds / 1e9, 2),
-          'train_pflop': feed.flops_per_step * step / 1e15})  # training compute so far (XLA's count)
+    # Report.
+    entry = _history_entry(epoch, step, train, evaluation, time.perf_counter() - epoch_start, train_seconds,
+                           steps_per_epoch - first_step, config, feed.flops_per_step)
     history.append(entry)
     log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
     if _is_chief():
-      reporting.write_json(workdir / reporting.HISTORY_FILE, history)
-      reporting.plot_history(history, workdir / reporting.PLOT_FILE)
-      tensorboard.scalars(step, {f'{k}': v for k, v in entry.items() if k not in ('epoch', 'step')})
-    # After the history: a kill in between leaves an entry that the resumed run drops and redoes,
-    # never a checkpoint whose epoch has no entry.
-    checkpoints.save(manager, state, metrics)
+      workdir_lib.write_history(workdir, history)
+      reporting.plot_history(history, workdir_lib.plot_path(workdir), title=f'{config.model} on {config.data_name}')
+      tensorboard.scalars(step, {k: v for k, v in entry.items() if k not in ('epoch', 'step')})
+    # Save, after the history: a kill in between leaves an entry that the resumed run drops and
+    # redoes, never a checkpoint whose epoch has no entry.
+    metrics = steps.zero_metrics(mesh)  # the next epoch's sums start from zero, also when resumed here
+    _save(manager, state, metrics, step, train['loss'])
     if preemption.requested:
       return _stop_for_preemption(preemption, manager, step, history)
   manager.wait_until_finished()
@@ -211,38 +203,53 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   return history
 
 
-def _open_trained(workdir: Path, data_dir):
-  """The recorded config, a read-only checkpoint manager, the dataset and the mesh of a workdir."""
-  config = config_lib.read_recorded(workdir)
-  if config is None:
-    raise ZooError(f'{workdir} has no {config_lib.CONFIG_FILE}: it is not a zoo workdir; '
-                   'pass the --workdir of a training run')
-  mesh = steps.data_mesh()
+def _log_progress(config: Config, summary: dict, epoch: int, step: int, total_steps: int, done: int,
+                  elapsed: float, flops_per_step: float) -> None:
+  rate = done * config.batch_size / elapsed
+  log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f examples/s, %.1f GFLOP/s, ETA %s',
+           epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
+           rate, flops_per_step * done / elapsed / 1e9,
+           reporting.format_duration((total_steps - step) * config.batch_size / rate))
+
+
+def evaluate(workdir, data_dir: str | None = None, step: int | None = None, **overrides) -> dict:
+  """Evaluates a checkpoint of `workdir` (default: the newest) with the config recorded there, but
+  for `overrides` of fields whose role is `eval` (`eval_split`, `eval_batch_size`, `tta_level`:
+  recorded in eval.json) or `runtime`. Every example's prediction is computed once, and accuracy,
+  loss, the report's metrics (`zoo.report`) and its pictures all come from it: writes eval.json and
+  `report/index.html`; returns what eval.json holds."""
+  workdir = Path(workdir)
+  allowed = Config.fields_with_role('eval', 'runtime')
+  if set(overrides) - set(allowed):
+    raise ValueError(f'evaluate() may override only {allowed}, not {sorted(set(overrides) - set(allowed))}')
+  trained = builder.open_trained(workdir, data_dir, **overrides)
+  config, dataset = trained.config, trained.dataset
   config.validate(jax.device_count())
   manager = checkpoints.create_manager(workdir, read_only=True)
   if manager.latest_step() is None:
     raise ZooError(f'{workdir} has no checkpoint yet; train first (--mode=train) or pass another --workdir')
-  return config, manager, open_dataset(config, data_dir, workdir), mesh
-
-
-def evaluate(workdir, data_dir: str | None = None, split: str | None = None, step: int | None = None,
-             **overrides) -> dict:
-  """Evaluates a checkpoint of `workdir` with the config recorded there, but for `overrides` of
-  fields that change only the evaluation (`eval_batch_size`, `tta_level`, recorded in eval.json) or
-  only its speed (`Config.RUNTIME_FIELDS`); writes eval.json."""
-  workdir = Path(workdir)
-  config, manager, dataset, mesh = _open_trained(workdir, data_dir)
-  config = dataclasses.replace(config, **overrides)
-  config.validate(jax.device_count())
-  split = split or config.eval_split
-  eval_split = dataset.load(split)
-  _, state = _build(config, dataset, eval_split.inputs[:1], 1, mesh)
-  state, _ = checkpoints.restore(manager, state, steps.zero_metrics(mesh), step)
-  result = _summarise(feeds.create_eval(config, dataset, eval_split, mesh)(state))
-  report = {'split': split, 'step': int(state.step), 'num_examples': result['num_examples'],
-            'accuracy': result['accuracy'], 'loss': result['loss'],
-            'dataset': config.data_name, 'model': config.model,
-            **{k: v for k, v in overrides.items() if k not in Config.RUNTIME_FIELDS}}
+  eval_split = dataset.load(config.eval_split)
+  mesh = steps.data_mesh()
+  program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, eval_split.inputs[:1]),
+                          1, mesh)
+  state, _ = checkpoints.restore(manager, program.init_state(), steps.zero_metrics(mesh), step)
+  start = time.perf_counter()
+  logits = feeds.create_eval(config, program, dataset, eval_split).logits(state)
+  labels = eval_split.labels
+  sums = _summarise(steps.classification_sums(logits, labels, np.ones(len(labels), np.float32)))
+  probabilities = models.probabilities(logits)
+  class_names = list(trained.description['class_names'])
+  result = {'split': config.eval_split, 'step': int(state.step), 'num_examples': len(labels),
+            'accuracy': sums['accuracy'], 'loss': sums['loss'], 'dataset': config.data_name, 'model': config.model,
+            **{k: v for k, v in overrides.items() if k in Config.fields_with_role('eval') and k != 'eval_split'},
+            **report.classification_metrics(probabilities, labels, class_names)}
+  log.info('evaluated %d examples in %.1f s', len(labels), time.perf_counter() - start)
   if _is_chief():
-    reporting.write_json(workdir / reporting.EVAL_FILE, report)
-  return report
+    workdir_lib.write_eval(workdir, result)
+    examples = dataset.texts(config.eval_split) if dataset.kind == 'text' else eval_split.inputs
+    page = report.write_report(
+        workdir_lib.report_dir(workdir), result, probabilities, labels, kind=dataset.kind, examples=examples,
+        history=workdir_lib.read_history(workdir), title=f'{config.model} on {config.data_name}',
+        summary={k: result[k] for k in ('model', 'dataset', 'split', 'step', 'num_examples', 'accuracy', 'loss')})
+    log.info('report: %s', page)
+  return result

@@ -3,7 +3,7 @@ import jax
 import optax
 
 from zoo.errors import ZooError
-from zoo.training.config import Config
+from zoo.config import Config
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle', 'triangular')

@@ -40,13 +40,6 @@ class Lookahead:
   total_steps: int
   steps_per_epoch: int
 
-  @classmethod
-  def from_config(cls, config, steps_per_epoch: int) -> Optional['Lookahead']:
-    if not config.lookahead:
-      return None
-    return cls(config.lookahead_start_epoch * steps_per_epoch, config.lookahead_every_steps,
-               config.lookahead_decay, config.epochs * steps_per_epoch, steps_per_epoch)
-
   def __call__(self, state: TrainState) -> TrainState:
     step = state.step
     first = (self.start_step // self.every + 1) * self.every
@@ -184,12 +177,15 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
   return new_state, jax.tree.map(jnp.add, metrics, lax.psum(sums, AXIS))
 
 
-def _eval_sums(state: TrainState, batch: dict):
+def _eval_logits(state: TrainState, inputs):
   variables = {'params': state.params}
   if state.batch_stats:
     variables['batch_stats'] = state.batch_stats
-  logits = state.apply_fn(variables, batch['inputs'], train=False)
-  return classification_sums(logits, batch['label'], batch['mask'])
+  return state.apply_fn(variables, inputs, train=False)
+
+
+def _eval_sums(state: TrainState, batch: dict):
+  return classification_sums(_eval_logits(state, batch['inputs']), batch['label'], batch['mask'])
 
 
 def _eval_step(state: TrainState, batch: dict):
@@ -252,6 +248,22 @@ def make_eval_loop(mesh, preprocess_on_device):
   plan = P(None, AXIS)
   return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(), plan, plan), out_specs=P(),
                                check_vma=False))
+
+
+def make_logits_loop(mesh, preprocess_on_device):
+  """(state, inputs, indices) -> the logits of every batch of `pipeline.eval_plan` in one call,
+  float32 [batches, global batch, outputs] sharded over `data`: what an evaluation report is made of."""
+  def per_device(state, inputs, indices):
+    return lax.map(lambda rows: _eval_logits(state, preprocess_on_device(inputs[rows], None)).astype(jnp.float32),
+                   indices)
+  plan = P(None, AXIS)
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), plan), out_specs=plan, check_vma=False))
+
+
+def make_logits_step(mesh):
+  """(state, global batch) -> float32 logits [global batch, outputs], sharded over `data`."""
+  per_device = lambda state, batch: _eval_logits(state, batch['inputs']).astype(jnp.float32)
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False))
 
 
 def put_global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:

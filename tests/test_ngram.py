@@ -1,0 +1,153 @@
+"""The n-gram model: its hashing, its Naive Bayes ratios worked by hand, its starting point (the NB
+classifier), one-vs-rest classes, and train / resume / eval / predict through the command line."""
+import json
+import shutil
+
+import jax
+import numpy as np
+
+from conftest import last_json_line, run_experiment
+from zoo.models import MODELS
+from zoo.models.ngram import (NgramClassifier, bucket_document_counts, log_count_ratios, log_prior_ratios,
+                              ngram_buckets, present_buckets)
+
+GOOD, FILM, PLOT, BAD = 2, 3, 4, 5
+# Post-padded token ids (0 = padding): "good good film" and "good plot" are positive, "bad film" negative.
+DOCS = np.array([[GOOD, GOOD, FILM, 0], [GOOD, PLOT, 0, 0], [BAD, FILM, 0, 0]], np.int32)
+LABELS = np.array([1, 1, 0], np.int32)
+BUCKETS = 16
+
+
+def unigram_bucket(token: int, num_buckets: int = BUCKETS) -> int:
+  return int(ngram_buckets(np.array([[token]]), 1, num_buckets)[0][0, 0])
+
+
+def test_ratios_equal_the_hand_worked_example():
+  """Unigrams, 16 buckets, alpha 1. Documents containing each word (a repeat counts once):
+     good: 2 positive, 0 negative; film: 1, 1; plot: 1, 0; bad: 0, 1.
+  p = 1 + positive counts, |p|_1 = 16 + 4 (two words in each positive document) = 20;
+  q = 1 + negative counts, |q|_1 = 16 + 2 = 18. r = log((p / 20) / (q / 18)):
+     good log(3/20 * 18/1) = log 2.7, film log(2/20 * 18/2) = log 0.9, plot log(2/20 * 18/1) = log 1.8,
+     bad log(1/20 * 18/2) = log 0.45, and every empty bucket log(1/20 * 18/1) = log 0.9."""
+  buckets = {word: unigram_bucket(word) for word in (GOOD, FILM, PLOT, BAD)}
+  assert len(set(buckets.values())) == 4  # the example needs no collision
+  counts = bucket_document_counts(DOCS, LABELS, 2, max_n=1, num_buckets=BUCKETS)
+  assert counts.shape == (BUCKETS, 2)
+  assert [tuple(counts[buckets[w]]) for w in (GOOD, FILM, PLOT, BAD)] == [(0, 2), (1, 1), (0, 1), (1, 0)]
+  assert counts.sum() == 6
+  ratios = log_count_ratios(counts, alpha=1.0)
+  assert ratios.shape == (BUCKETS, 1)
+  expected = np.full(BUCKETS, np.log(0.9))
+  for word, value in ((GOOD, 2.7), (FILM, 0.9), (PLOT, 1.8), (BAD, 0.45)):
+    expected[buckets[word]] = np.log(value)
+  np.testing.assert_allclose(ratios[:, 0], expected, rtol=1e-6)
+  np.testing.assert_allclose(log_prior_ratios(LABELS, 2), [np.log(3 / 2)])  # (2 + 1) / (1 + 1)
+
+
+def test_bigrams_and_trigrams_are_features_and_padding_is_not():
+  """"good good film" holds 2 distinct unigrams, 2 bigrams (good good, good film) and 1 trigram;
+  the padding after it adds nothing, however long."""
+  for max_n, expected in ((1, 2), (2, 4), (3, 5)):
+    bags = []
+    for padding in (0, 1, 20):
+      ids, present = map(np.asarray, present_buckets(np.pad(DOCS[:1, :3], ((0, 0), (0, padding))), max_n, 2 ** 20))
+      assert int(present.sum()) == expected
+      bags.append(set(ids[present].tolist()))
+    assert bags[0] == bags[1] == bags[2]
+
+
+def test_hashing_is_fixed_and_tells_order_and_length_apart():
+  """The bucket of an n-gram is part of every checkpoint's meaning: these values must never change."""
+  ids, real = map(np.asarray, ngram_buckets(np.array([[GOOD, FILM, 0]]), 3, 2 ** 22))
+  # good, film, pad | good film, film pad, pad pad | good film pad, film pad pad, pad pad pad
+  assert ids.tolist() == [[292847, 1173469, 2293969, 52772, 4173075, 4187623, 120959, 82610, 2738955]]
+  assert real.tolist() == [[True, True, False, True, False, False, False, False, False]]
+  again = jax.jit(ngram_buckets, static_argnums=(1, 2))(np.array([[GOOD, FILM, 0]]), 3, 2 ** 22)[0]
+  assert np.asarray(again).tolist() == ids.tolist()  # jitted or not, the same buckets
+  swapped = np.asarray(ngram_buckets(np.array([[FILM, GOOD]]), 2, 2 ** 22)[0])
+  assert swapped[0, 2] != ids[0, 3]  # "film good" is not "good film"
+  assert len({ids[0, 0], ids[0, 1], ids[0, 3]}) == 3
+
+
+def nb_scores(tokens, ratios, prior, max_n, num_buckets):
+  """The NB classifier by its definition: r . x + b, x the binary bag of the review's n-grams'
+  buckets (built here with a Python set per review, not with the model's sort)."""
+  ids, real = map(np.asarray, ngram_buckets(tokens, max_n, num_buckets))
+  bags = np.zeros((len(tokens), num_buckets))
+  for row in range(len(tokens)):
+    bags[row, sorted(set(ids[row][real[row]].tolist()))] = 1
+  return bags @ ratios + prior
+
+
+def test_the_untrained_model_is_the_naive_bayes_classifier():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(2, 30, (40, 10)).astype(np.int32)
+  tokens[:, 7:] = 0
+  tokens[5, 3:] = 0
+  labels = (tokens[:, 0] < 12).astype(np.int32)  # a learnable rule for the ratios to find
+  model = NgramClassifier(vocab_size=30, num_buckets=2 ** 12, max_n=3)
+  params = model.init(jax.random.key(0), tokens[:1])['params']
+  params = model.init_from_data(jax.device_get(params), tokens, labels)
+  logits = np.asarray(model.apply({'params': params}, tokens))
+  assert logits.shape == (40, 1)
+  scores = nb_scores(tokens, np.asarray(params['ratios']), log_prior_ratios(labels, 2), model.max_n, 2 ** 12)
+  np.testing.assert_allclose(logits, model.scale * scores, rtol=1e-4, atol=1e-5)
+  assert ((logits[:, 0] > 0) == labels).mean() > 0.9
+
+
+def test_more_classes_get_one_vs_rest_ratios_and_one_logit_each():
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(2, 30, (60, 8)).astype(np.int32)
+  labels = rng.integers(0, 4, 60).astype(np.int32)
+  model = NgramClassifier(vocab_size=30, num_classes=4, num_buckets=2 ** 10)
+  params = model.init_from_data(jax.device_get(model.init(jax.random.key(0), tokens[:1])['params']), tokens, labels)
+  assert params['ratios'].shape == (2 ** 10, 4) and params['bias'].shape == (4,)
+  assert model.apply({'params': params}, tokens).shape == (60, 4)
+  counts = bucket_document_counts(tokens, labels, 4, model.max_n, 2 ** 10)
+  for label in range(4):  # class c's column is the two-class ratio of "c" against "not c"
+    binary = np.stack([counts.sum(1) - counts[:, label], counts[:, label]], 1)
+    np.testing.assert_allclose(params['ratios'][:, label], log_count_ratios(binary)[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_ngram_is_registered_as_a_text_model():
+  assert MODELS['ngram'] is NgramClassifier and NgramClassifier.input_kind == 'text'
+  assert NgramClassifier.frozen == ('ratios',) and NgramClassifier.init_examples is None
+
+
+FLAGS = ('--model=ngram', '--epochs=2', '--batch_size=16', '--eval_batch_size=40', '--vocab_size=200',
+         '--max_length=32', '--learning_rate=0.01', '--checkpoint_every_steps=3', '--keep_checkpoints=20')
+
+
+def test_ngram_trains_resumes_evaluates_and_predicts_through_the_command_line(tmp_path):
+  """2 epochs of 6 steps on mock IMDB; a copy cut back to step 3 resumes and ends identical."""
+  workdir = tmp_path / 'run'
+  train = run_experiment('imdb', f'--workdir={workdir}', *FLAGS)
+  assert train.returncode == 0, train.stderr[-3000:]
+  history = json.loads((workdir / 'history.json').read_text())
+  assert [h['step'] for h in history] == [6, 12]
+
+  interrupted = tmp_path / 'interrupted'
+  shutil.copytree(workdir, interrupted)
+  for step_dir in (interrupted / 'checkpoints').iterdir():  # as if killed after step 3
+    if step_dir.name.isdigit() and int(step_dir.name) > 3:
+      shutil.rmtree(step_dir)
+  (interrupted / 'history.json').write_text('[]')
+  resumed = run_experiment('imdb', f'--workdir={interrupted}', *FLAGS)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resuming from step 3' in resumed.stderr
+  import zoo
+  first, second = zoo.load(workdir), zoo.load(interrupted)
+  assert first.step == second.step == 12
+  jax.tree.map(np.testing.assert_array_equal, first.variables, second.variables)
+  assert np.any(first.variables['params']['ratios'])  # set from the training split and kept
+
+  evaluation = run_experiment('imdb', '--mode=eval', f'--workdir={workdir}', devices=2)
+  assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+  report = last_json_line(evaluation.stdout)
+  assert report['num_examples'] == 96 and report['accuracy'] == history[-1]['eval_accuracy']
+
+  predict = run_experiment('imdb', '--mode=predict', f'--workdir={workdir}', '--text=good film', '--text=bad')
+  assert predict.returncode == 0, predict.stderr[-3000:]
+  rows = [json.loads(line) for line in predict.stdout.splitlines() if line.startswith('{')]
+  assert [r['text'] for r in rows] == ['good film', 'bad']
+  np.testing.assert_allclose(first.predict(['good film', 'bad'])[:, 1], [r['p_positive'] for r in rows], atol=1e-4)

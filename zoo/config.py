@@ -1,0 +1,161 @@
+"""The run's hyperparameters: one `Config`, every field described once, here.
+
+Each field carries its default, its help text and its role:
+- `run`: a recorded setting of the trained model; a resumed run must ask for the same value, and
+  `--mode=eval`/`predict` read it from the workdir (a contradicting flag is a mistake);
+- `eval`: what an evaluation does (split, batch, test-time augmentation); recorded for training, but
+  `--mode=eval` may choose another value;
+- `runtime`: how fast a run goes or what it logs and keeps, never what it computes; free to change
+  on resume and accepted by every mode.
+The command-line flags, `--help`, the eval-mode rules and the resume check are all derived from these
+fields (`experiments/launch.py`, `zoo/workdir.py`), so adding a field is one edit here plus its use.
+`config.json` in the workdir records every field (`zoo.workdir`).
+"""
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+from zoo import cache_dirs
+from zoo.errors import ZooError
+
+ROLES = ('run', 'eval', 'runtime')
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle', 'triangular')
+INPUT_PIPELINES = ('auto', 'device', 'tf_data')
+
+
+def _field(default, help: str, role: str = 'run', choices: tuple = ()):  # pylint: disable=redefined-builtin
+  assert role in ROLES, role
+  return dataclasses.field(default=default, metadata={'help': help, 'role': role, 'choices': choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  dataset: str = _field('cifar10', 'TFDS classification dataset name (e.g. mnist, fashion_mnist, cifar10, '
+                        'cifar100, svhn_cropped; imdb_reviews, ag_news_subset, yelp_polarity_reviews); shape and '
+                        'classes from its metadata.')
+  image_folder: str = _field('', 'Train on your own images: DIR/<split>/<class name>/<image file>, any format '
+                             'Pillow reads (replaces --dataset; splits are the subfolders, slicing such as '
+                             '"train[:90%]" works).')
+  text_folder: str = _field('', 'Train on your own texts: DIR/<split>/<class name>/<file>.txt, UTF-8 '
+                            '(replaces --dataset).')
+  image_size: int = _field(0, 'Resize images to N x N (0: the dataset\'s own size; folders: 32).')
+  model: str = _field('simple_cnn', 'Model name from zoo.models.MODELS.')
+  epochs: int = _field(10, 'Number of passes over --train_split.')
+  batch_size: int = _field(32, 'Global batch size, split evenly over every device of every process; must '
+                           'divide by the number of devices.')
+  eval_batch_size: int = _field(500, 'Global eval batch size; the last batch is padded and masked.', 'eval')
+  optimizer: str = _field('adam', 'adam | adamw | sgd (momentum --momentum, --nesterov).', choices=OPTIMIZERS)
+  learning_rate: float = _field(1e-3, 'Peak learning rate.')
+  schedule: str = _field('constant', 'constant | cosine | warmup_cosine | onecycle | triangular (optax '
+                         'schedules; triangular is airbench94\'s: 0.2 lr -> lr at --warmup_epochs -> 0.07 lr '
+                         'at the end).', choices=SCHEDULES)
+  warmup_epochs: float = _field(0.0, 'Linear warm-up length for --schedule=warmup_cosine and triangular.')
+  momentum: float = _field(0.9, 'SGD momentum.')
+  nesterov: bool = _field(False, 'Nesterov momentum for SGD.')
+  weight_decay: float = _field(0.0, 'Weight decay (decoupled for adamw, L2 for adam and sgd).')
+  weight_decay_scope: str = _field('kernels', 'kernels (biases and BatchNorm offsets are not decayed) | all '
+                                   '(airbench decays them too).', choices=('kernels', 'all'))
+  bias_lr_multiplier: float = _field(1.0, 'Gradient factor for BatchNorm offsets, applied before weight decay '
+                                     '(airbench: 64).')
+  label_smoothing: float = _field(0.0, 'Label smoothing for the cross-entropy loss.')
+  augment: bool = _field(False, 'Random crop (--crop_padding px reflect padding) and horizontal flip of '
+                         'training images.')
+  crop_padding: int = _field(4, 'Reflect padding of the random crop, in pixels (4: He et al.; 2: airbench).')
+  alternating_flip: bool = _field(False, 'With --augment: mirror each image at random in even epochs and the '
+                                  'other way in odd ones (airbench), instead of a fresh coin every epoch.')
+  lookahead: bool = _field(False, 'Average the weights and BatchNorm statistics as airbench94 does: from '
+                           '--lookahead_start_epoch on, every --lookahead_every_steps steps the weights move '
+                           'to an average that follows them; the averaged weights end every epoch.')
+  lookahead_start_epoch: int = _field(3, 'First epoch of --lookahead.')
+  lookahead_every_steps: int = _field(5, 'Steps between --lookahead averaging steps.')
+  lookahead_decay: float = _field(0.95, 'Per-step decay of the --lookahead average at the end of training '
+                                  '(it rises as (step / total steps)**3).')
+  tta_level: int = _field(-1, 'Test-time augmentation at evaluation (airbench): 0 none, 1 mirror, 2 mirror + '
+                          '1-pixel translations, -1 the model\'s default; may differ in --mode=eval.', 'eval')
+  compute_dtype: str = _field('float32', 'float32 | bfloat16 (models with a dtype field, e.g. airbench): '
+                              'activations and conv/matmul inputs; parameters stay float32. Fast on GPUs/TPUs, '
+                              'slow on most CPUs.', choices=('float32', 'bfloat16'))
+  init_from: str = _field('', 'Fine-tune: start from the latest checkpoint of this trained workdir (its parameters '
+                          'and BatchNorm statistics; a fresh optimizer). A classifier head of another width '
+                          '(other classes) is created anew.')
+  freeze: str = _field('none', 'none | backbone: train the classifier head only; every other parameter keeps '
+                       'its value (BatchNorm statistics still follow the new data).', choices=('none', 'backbone'))
+  seed: int = _field(0, 'Seeds parameters, data order, augmentation and dropout.')
+  train_split: str = _field('train', 'TFDS split to train on (slicing works: "train[:45000]").')
+  eval_split: str = _field('test', 'TFDS split to evaluate on after every epoch and in --mode=eval.', 'eval')
+  checkpoint_every_steps: int = _field(0, 'Also checkpoint every this many steps (0: once per epoch).', 'runtime')
+  keep_checkpoints: int = _field(3, 'How many recent checkpoints to keep.', 'runtime')
+  log_every_steps: int = _field(200, 'Progress line every this many steps.', 'runtime')
+  eval_every_epochs: int = _field(1, 'Evaluate --eval_split every this many epochs (and after the last).',
+                                  'runtime')
+  vocab_size: Optional[int] = _field(None, 'Text only: vocabulary size, OOV and padding ids included.')
+  max_length: Optional[int] = _field(None, 'Text only: tokens per example after post-padding/truncation.')
+  input_pipeline: str = _field('auto', 'auto | device (split held on the devices, batches gathered and '
+                               'augmented in the jitted step) | tf_data (batches streamed from the host); same '
+                               'results.', 'runtime', INPUT_PIPELINES)
+  steps_per_dispatch: int = _field(50, 'With --input_pipeline=device: train steps per jitted call.', 'runtime')
+  split_cache: str = _field(cache_dirs.default_dir('splits'), 'Directory for decoded TFDS splits (.npz; used with an '
+                            'explicit --data_dir): later runs skip decoding the images; \'\' turns it off.',
+                            'runtime')
+  tensorboard: bool = _field(True, 'Write TensorBoard scalars under <workdir>/tensorboard (history.json is '
+                             'always written).', 'runtime')
+
+  @classmethod
+  def fields_with_role(cls, *roles: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata['role'] in roles)
+
+  @property
+  def data_name(self) -> str:
+    """The TFDS dataset's name, or the folder's."""
+    folder = self.image_folder or self.text_folder
+    return Path(folder).expanduser().resolve().name if folder else self.dataset
+
+  def validate(self, device_count: int) -> None:
+    """Raises ZooError naming the first field a run cannot use, and how to fix it. Every name is
+    checked here, before any data is read."""
+    from zoo.models import MODELS  # the registry is the one list of model names
+    if self.model not in MODELS:
+      raise ZooError(f'unknown model {self.model!r}; choose one of: {", ".join(sorted(MODELS))}')
+    for field in dataclasses.fields(self):
+      choices, value = field.metadata['choices'], getattr(self, field.name)
+      if choices and value not in choices:
+        raise ZooError(f'unknown --{field.name}={value!r}; choose one of: {", ".join(choices)}')
+    if self.image_folder and self.text_folder:
+      raise ZooError('--image_folder and --text_folder were both given; pass the one your files are')
+    if not (self.dataset or self.image_folder or self.text_folder):
+      raise ZooError('no data given; pass --dataset=NAME (TFDS) or --image_folder=DIR / --text_folder=DIR')
+    if self.image_size < 0 or 0 < self.image_size < 8:
+      raise ZooError(f'--image_size={self.image_size} is too small; pass 8 or more, or 0 for the dataset\'s size')
+    if self.epochs <= 0:
+      raise ZooError(f'--epochs={self.epochs}: the number of epochs must be positive; pass --epochs=1 or more')
+    for name in ('batch_size', 'eval_batch_size'):
+      value = getattr(self, name)
+      if value <= 0 or value % device_count:
+        raise ZooError(f'--{name}={value} is not a positive multiple of the device count ({device_count}), '
+                       f'and the global batch is split evenly over the devices; pass e.g. '
+                       f'--{name}={max(value // device_count, 1) * device_count}')
+    if self.learning_rate <= 0:
+      raise ZooError(f'--learning_rate={self.learning_rate} is not positive; pass a rate such as --learning_rate=0.001')
+    if not 0 <= self.crop_padding <= 16:
+      raise ZooError(f'--crop_padding={self.crop_padding} is out of range; pass 0 to 16 pixels')
+    if self.lookahead and (self.lookahead_every_steps < 1 or not 0 <= self.lookahead_decay <= 1):
+      raise ZooError('--lookahead: the averaging settings are out of range; pass --lookahead_every_steps >= 1 and 0 <= --lookahead_decay <= 1')
+    if self.eval_every_epochs < 1:
+      raise ZooError(f'--eval_every_epochs={self.eval_every_epochs} is not positive; pass 1 or more')
+    if self.tta_level not in (-1, 0, 1, 2):
+      raise ZooError(f'--tta_level={self.tta_level} is unknown; choose 0 (none), 1 (mirror), 2 (mirror + translations) '
+                     'or -1 (the model\'s default)')
+    if self.steps_per_dispatch < 1:
+      raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} is not positive; pass 1 or more')
+    if self.checkpoint_every_steps < 0:
+      raise ZooError(f'--checkpoint_every_steps={self.checkpoint_every_steps} is negative; pass 0 (once per epoch) or a step count')
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> 'Config':
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})

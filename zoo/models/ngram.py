@@ -1,0 +1,147 @@
+"""A bag of hashed word n-grams weighted by Naive Bayes log-count ratios, with a trainable linear
+layer on top (NBSVM, Wang & Manning 2012, trained as a logistic regression).
+
+Inputs are the token ids every text dataset produces ([N, max_length], 0 = padding). Inside the
+module every n-gram of ids up to `max_n` (uni- and bigrams by default, trigrams too with 3) is
+hashed into one of `num_buckets` buckets, so no n-gram vocabulary is stored: the word vocabulary (`vocabulary.txt`) and the hash
+below define every feature. A review's features are the set of buckets it contains (presence, not
+counts: repeating a phrase does not make it count more). For class c
+
+    logit_c = scale * sum over present buckets b of (1 + weights[b, c]) * ratios[b, c] + bias_c
+
+`ratios` are the Naive Bayes log-count ratios of the training split (class c against the rest),
+set once by `init_from_data` and frozen; `weights` start at 0, so the untrained model is the NB
+classifier (with `bias` the log prior ratio) and training only corrects it. Two classes are one
+logit (sigmoid), as for the other text models; more get one-vs-rest ratios and a softmax.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PAD_ID = 0
+# One 32-bit offset per n-gram order, so that a bigram and a unigram land in unrelated buckets.
+_ORDER_OFFSETS = (0x27D4EB2F, 0x165667B1, 0xD3A2646C)
+
+
+def _mix(h):
+  """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~1/2."""
+  h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+  h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+def ngram_buckets(tokens, max_n: int, num_buckets: int):
+  """Bucket ids [N, max_n * L] (int32) of every 1..max_n-gram of `tokens` [N, L], and a mask of the
+  real ones (no padding inside). Plain uint32 arithmetic: the same on every device and in NumPy.
+
+  `num_buckets` must be a power of two: the top bits of a multiplicative hash are the bucket."""
+  tokens = jnp.asarray(tokens).astype(jnp.uint32)
+  length = tokens.shape[-1]
+  shift = 32 - (num_buckets.bit_length() - 1)
+  ids, masks = [], []
+  for n in range(1, max_n + 1):
+    # n-gram starting at position t, for t < L - n + 1; the last n - 1 positions are padded out.
+    parts = [jnp.pad(tokens[..., i:], ((0, 0), (0, i))) for i in range(n)]
+    hashed = jnp.full(tokens.shape, _ORDER_OFFSETS[n - 1], jnp.uint32)
+    for part in parts:  # mixed after each id: (a, b) and (b, a) differ
+      hashed = _mix(hashed ^ part)
+    hashed = hashed >> shift if shift < 32 else jnp.zeros_like(hashed)
+    real = jnp.all(jnp.stack([p != PAD_ID for p in parts]), axis=0) & (jnp.arange(length) <= length - n)
+    ids.append(hashed.astype(jnp.int32))
+    masks.append(real)
+  return jnp.concatenate(ids, -1), jnp.concatenate(masks, -1)
+
+
+def present_buckets(tokens, max_n: int, num_buckets: int):
+  """Each row's distinct buckets: ids [N, K] sorted, and a mask that is True once per bucket the
+  row contains (repeats and padding masked), the binarised bag the ratios and the model use."""
+  ids, real = ngram_buckets(tokens, max_n, num_buckets)
+  ids = jnp.where(real, ids, num_buckets)  # padding sorts last, as one out-of-range id
+  ids = jnp.sort(ids, axis=-1)
+  first = jnp.concatenate([jnp.ones_like(ids[:, :1], bool), ids[:, 1:] != ids[:, :-1]], -1)
+  present = first & (ids < num_buckets)
+  return jnp.where(present, ids, 0), present
+
+
+_present_buckets = jax.jit(present_buckets, static_argnums=(1, 2))
+
+
+def bucket_document_counts(tokens: np.ndarray, labels: np.ndarray, num_labels: int, max_n: int,
+                           num_buckets: int, chunk: int = 2048) -> np.ndarray:
+  """How many documents of each label contain each bucket: int [num_buckets, num_labels].
+
+  The buckets come from the model's own jitted function, a chunk of rows at a time; one bincount
+  of (label, bucket) pairs over the whole split then counts them (IMDB's 22,500 reviews: seconds)."""
+  pairs = []
+  for start in range(0, len(tokens), chunk):
+    ids, present = map(np.asarray, _present_buckets(tokens[start:start + chunk], max_n, num_buckets))
+    rows = np.broadcast_to(labels[start:start + chunk, None].astype(np.int64), ids.shape)
+    pairs.append(rows[present] * num_buckets + ids[present])
+  flat = np.concatenate(pairs) if pairs else np.zeros(0, np.int64)
+  return np.bincount(flat, minlength=num_labels * num_buckets).reshape(num_labels, num_buckets).T
+
+
+def log_count_ratios(counts: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+  """NBSVM's r = log((p / |p|_1) / (q / |q|_1)) per class (column): p = alpha + the class's document
+  counts, q = alpha + every other class's. Float32 [num_buckets, num_labels]; two labels give the
+  one column 'label 1 against label 0'."""
+  counts = counts.astype(np.float64)
+  inside = alpha + counts
+  outside = alpha + counts.sum(1, keepdims=True) - counts
+  ratios = np.log(inside / inside.sum(0)) - np.log(outside / outside.sum(0))
+  return (ratios[:, 1:] if counts.shape[1] == 2 else ratios).astype(np.float32)
+
+
+def log_prior_ratios(labels: np.ndarray, num_labels: int) -> np.ndarray:
+  """log(N_c / N_rest) per class: the NB classifier's bias (one entry for two labels)."""
+  counts = np.bincount(labels, minlength=num_labels).astype(np.float64) + 1.0
+  prior = np.log(counts / (counts.sum() - counts))
+  return (prior[1:] if num_labels == 2 else prior).astype(np.float32)
+
+
+class NgramClassifier(nn.Module):
+  """NB-weighted bag of hashed 1- to `max_n`-grams -> trainable linear layer (module docstring)."""
+  vocab_size: int
+  num_classes: int = 1
+  input_kind = 'text'
+  # Uni- and bigrams: on IMDB with 2**20 buckets, trigrams cost accuracy (docs/text.md).
+  max_n: int = 2
+  num_buckets: int = 2 ** 20
+  # Logit = scale x the NB score at initialisation: a review holds hundreds of n-grams whose ratios sum to
+  # tens, so the NB score is scaled down to a calibrated logit that training then sharpens.
+  scale: float = 0.05
+  use_ratios: bool = True  # False: the weights alone, from 0: a plain logistic regression on the bag (ablations)
+  alpha: float = 1.0  # NB's additive smoothing of the counts
+
+  def setup(self):
+    if self.num_buckets & (self.num_buckets - 1):
+      raise ValueError(f'num_buckets={self.num_buckets} is not a power of two')
+    shape = (self.num_buckets, self.num_classes)
+    self.weights = self.param('weights', nn.initializers.zeros, shape)
+    self.ratios = self.param('ratios', nn.initializers.zeros, shape)
+    self.bias = self.param('bias', nn.initializers.zeros, (self.num_classes,))
+
+  def __call__(self, tokens, train: bool = False):
+    del train
+    ids, present = present_buckets(tokens, self.max_n, self.num_buckets)
+    if self.use_ratios:
+      contributions = (1.0 + jnp.asarray(self.weights)[ids]) * jnp.asarray(self.ratios)[ids]
+    else:
+      contributions = jnp.asarray(self.weights)[ids]
+    contributions = contributions * present[..., None]
+    return self.scale * jnp.sum(contributions, axis=1) + self.bias
+
+  def init_from_data(self, params, tokens: np.ndarray, labels: np.ndarray):
+    """The NB classifier from the training split: its ratios (frozen) and its log prior ratio as
+    the bias. All of `tokens` ([N, L] ids) counts: `init_examples` is None."""
+    num_labels = 2 if self.num_classes == 1 else self.num_classes
+    labels = np.asarray(labels)
+    counts = bucket_document_counts(np.asarray(tokens), labels, num_labels, self.max_n, self.num_buckets)
+    ratios = log_count_ratios(counts, self.alpha) if self.use_ratios else np.zeros_like(params['ratios'])
+    return dict(params, ratios=jnp.asarray(ratios),
+                bias=jnp.asarray(log_prior_ratios(labels, num_labels) * self.scale))
+
+  # The ratios are statistics of the training split, kept in the checkpoint but never trained.
+  frozen = ('ratios',)
+  init_examples = None  # init_from_data counts the whole training split

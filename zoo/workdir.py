@@ -1,0 +1,173 @@
+"""The workdir: every file a run leaves, named here and read and written only through this module.
+
+```
+<workdir>/
+  config.json          every Config field: the workdir describes itself
+  dataset.json         class names and input format: what zoo.load needs besides the checkpoint
+  vocabulary.txt       text datasets: the tokenizer's words, most frequent first
+  checkpoints/<step>/  orbax checkpoints (zoo/checkpoints.py)
+  history.json         one entry per epoch; history.png, its plot
+  tensorboard/         event files
+  eval.json            written by --mode=eval; report/, its figures and page
+```
+Writes are atomic (a temporary file and a rename), so a kill never leaves half a file, and only
+process 0 writes, except where a function says otherwise.
+"""
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from zoo.config import Config
+from zoo.errors import ZooError
+
+CONFIG_FILE = 'config.json'
+DESCRIPTION_FILE = 'dataset.json'
+VOCABULARY_FILE = 'vocabulary.txt'
+CHECKPOINT_DIR = 'checkpoints'
+HISTORY_FILE = 'history.json'
+PLOT_FILE = 'history.png'
+TENSORBOARD_DIR = 'tensorboard'
+EVAL_FILE = 'eval.json'
+REPORT_DIR = 'report'
+
+VOCABULARY_WAIT_SECONDS = 600  # learning a vocabulary of IMDB's 25,000 reviews takes ~10 s
+
+
+def _write_text(path: Path, text: str) -> None:
+  """Via a temporary file (named per process, so that two writers never share one) and a rename."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
+  tmp.write_text(text, encoding='utf-8')
+  tmp.replace(path)
+
+
+def write_json(path: Path, value) -> None:
+  _write_text(Path(path), json.dumps(value, indent=2) + '\n')
+
+
+def _read_json(path: Path):
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ZooError(f'{path} is not readable JSON ({e}); restore it or use a new --workdir') from e
+
+
+# config.json
+
+def read_config(workdir) -> Optional[Config]:
+  """The recorded Config, or None when the workdir has none (a new run)."""
+  path = Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return None
+  try:
+    return Config.from_dict(_read_json(path))
+  except TypeError as e:
+    raise ZooError(f'{path} is not a readable config ({e}); restore it or use a new --workdir') from e
+
+
+def trained_config(workdir) -> Config:
+  """The recorded Config of a workdir that must hold a run (eval, predict, zoo.load, export)."""
+  config = read_config(workdir)
+  if config is None:
+    raise ZooError(f'{workdir} has no {CONFIG_FILE}: it is not a zoo workdir; pass the workdir of a training run')
+  return config
+
+
+def check_resumable(config: Config, workdir) -> None:
+  """A workdir that holds a run resumes only with the settings it was started with (all but the
+  runtime fields)."""
+  recorded = read_config(workdir)
+  if recorded is None:
+    return
+  if recorded.model != config.model or recorded.data_name != config.data_name:
+    raise ZooError(f'{workdir} holds a {recorded.data_name}/{recorded.model} run, not '
+                   f'{config.data_name}/{config.model}; pass a new --workdir for this run')
+  runtime = Config.fields_with_role('runtime')
+  differences = [f'{f.name}: {getattr(recorded, f.name)!r} recorded, {getattr(config, f.name)!r} asked'
+                 for f in dataclasses.fields(Config)
+                 if f.name not in runtime and getattr(recorded, f.name) != getattr(config, f.name)]
+  if differences:
+    raise ZooError(f'{workdir} was started with other settings ({"; ".join(differences)}); '
+                   'rerun with the recorded flags to resume, or pass a new --workdir')
+
+
+def record_config(config: Config, workdir) -> None:
+  """Writes config.json unless the workdir has one (which must then match: `check_resumable`)."""
+  check_resumable(config, workdir)
+  if read_config(workdir) is None:
+    _write_text(Path(workdir) / CONFIG_FILE, config.to_json() + '\n')
+
+
+# dataset.json
+
+def read_description(workdir) -> Optional[dict]:
+  path = Path(workdir) / DESCRIPTION_FILE
+  return _read_json(path) if path.exists() else None
+
+
+def record_description(workdir, description: dict) -> None:
+  """Class names and input format, written once when training starts."""
+  if read_description(workdir) is None:
+    write_json(Path(workdir) / DESCRIPTION_FILE, description)
+
+
+# vocabulary.txt
+
+def vocabulary_path(workdir) -> Path:
+  return Path(workdir) / VOCABULARY_FILE
+
+
+def read_vocabulary(workdir, *, wait: bool = False) -> Optional[list[str]]:
+  """The recorded words, most frequent first, or None. With `wait` (processes other than 0 of a
+  multi-process run), waits for process 0 to write them, so that every process tokenizes alike."""
+  path = vocabulary_path(workdir)
+  deadline = time.monotonic() + VOCABULARY_WAIT_SECONDS
+  while wait and not path.exists():
+    if time.monotonic() > deadline:
+      raise ZooError(f'waited {VOCABULARY_WAIT_SECONDS} s for process 0 to write {path}; every process '
+                     'needs the same --workdir on a shared file system')
+    time.sleep(0.2)
+  return path.read_text(encoding='utf-8').split('\n') if path.exists() else None
+
+
+def write_vocabulary(workdir, words: list[str]) -> None:
+  _write_text(vocabulary_path(workdir), '\n'.join(words))
+
+
+# history.json, history.png, eval.json, report/
+
+def read_history(workdir) -> list[dict]:
+  path = Path(workdir) / HISTORY_FILE
+  return _read_json(path) if path.exists() else []
+
+
+def write_history(workdir, history: list[dict]) -> None:
+  write_json(Path(workdir) / HISTORY_FILE, history)
+
+
+def plot_path(workdir) -> Path:
+  return Path(workdir) / PLOT_FILE
+
+
+def tensorboard_dir(workdir) -> Path:
+  return Path(workdir) / TENSORBOARD_DIR
+
+
+def checkpoint_dir(workdir) -> Path:
+  return Path(workdir).absolute() / CHECKPOINT_DIR
+
+
+def read_eval(workdir) -> Optional[dict]:
+  path = Path(workdir) / EVAL_FILE
+  return _read_json(path) if path.exists() else None
+
+
+def write_eval(workdir, report: dict) -> None:
+  write_json(Path(workdir) / EVAL_FILE, report)
+
+
+def report_dir(workdir) -> Path:
+  return Path(workdir) / REPORT_DIR
