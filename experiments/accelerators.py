@@ -8,6 +8,7 @@ import os
 
 from absl import flags
 
+from zoo import cache_dirs
 from zoo.errors import ZooError
 
 FLAGS = flags.FLAGS
@@ -19,7 +20,7 @@ flags.DEFINE_string('coordinator_address', None, 'Multi-process: host:port of pr
                     'JAX detects them.')
 flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes train together.')
 flags.DEFINE_integer('process_id', None, 'Multi-process: this process\'s index, 0 .. num_processes-1.')
-flags.DEFINE_string('compilation_cache', os.path.join('~', '.cache', 'zoo', 'jax_compilation'),
+flags.DEFINE_string('compilation_cache', cache_dirs.default_dir('jax_compilation'),
                     'Directory of JAX\'s persistent compilation cache: a rerun of the same program '
                     'loads its compiled steps instead of compiling them ("" turns it off).')
 flags.DEFINE_bool('deterministic', False,

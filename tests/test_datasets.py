@@ -95,7 +95,12 @@ def test_an_image_folder_trains_evaluates_and_predicts_with_its_class_names(tmp_
   assert summary['eval_split'] == 'test'
   history = json.loads((workdir / 'history.json').read_text())
   assert history[-1]['eval_examples'] == 12 and history[-1]['step'] == 4 * 36 // 6
-  assert summary['eval_accuracy'] >= 0.9  # the classes differ in brightness: easy
+  # Measured 2026-12-02 (2-core AMD EPYC CPU, this command): 100 % with the default seed 0, but 67 %
+  # and 33 % with --seed=1 and 2 (12 test images, chance 33 %): 36 images of mixed sizes and modes
+  # give this CNN too few steps to learn brightness reliably, and Adam 3e-3 or SGD 0.02 for 10
+  # epochs still left one seed of three at 67 %. The bar holds for seed 0 (CPU runs are
+  # deterministic), not across seeds: a change of library version may break it without a bug.
+  assert summary['eval_accuracy'] >= 0.9
   evaluation = run_experiment('images', '--mode=eval', f'--workdir={workdir}', mock=False)
   assert last_json_line(evaluation.stdout)['accuracy'] == summary['eval_accuracy']
   files = [root / 'test' / 'ship' / '0.png', root / 'test' / 'cat' / '2.png']
@@ -139,6 +144,8 @@ def test_a_text_folder_trains_evaluates_and_predicts_with_its_class_names(tmp_pa
                           '--optimizer=adam', '--learning_rate=0.02', '--schedule=constant', mock=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads((workdir / 'history.json').read_text())[-1]['eval_examples'] == 12
+  # Measured 2026-12-02 (2-core AMD EPYC CPU, this command): 100 % for seeds 0, 1 and 2; each class has
+  # its own three words, so anything short of every one of the 12 right is a bug.
   assert last_json_line(result.stdout)['eval_accuracy'] == 1.0
   predicted = run_experiment('texts', '--mode=predict', f'--workdir={workdir}', '--text=a superb film',
                              '--text=so dull', mock=False)

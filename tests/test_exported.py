@@ -117,3 +117,22 @@ def test_mock_data_is_never_cached_even_beside_a_prepared_dataset(tmp_path):
   assert not list((tmp_path / 'cache').rglob('*.npz'))
   real = sources.load_split('cifar10', 'train[:8]', data_dir, str(tmp_path / 'cache'))
   assert len(real['label']) == 8 and len(list((tmp_path / 'cache').rglob('*.npz'))) == 1
+
+
+def test_split_cache_key_holds_the_cache_format_version(tmp_path, monkeypatch):
+  prepared = tmp_path / 'tfds' / 'cifar10' / '3.0.2'
+  prepared.mkdir(parents=True)
+  (prepared / 'cifar10-train.tfrecord-00000-of-00001').write_bytes(b'v1')
+  path = lambda: sources._cache_path(str(tmp_path / 'cache'), 'cifar10', 'train', str(tmp_path / 'tfds'))
+  current = path()
+  monkeypatch.setattr(sources, 'CACHE_FORMAT_VERSION', sources.CACHE_FORMAT_VERSION + 1)
+  assert path() != current and path().parent == current.parent
+
+
+def test_cache_folders_follow_xdg_cache_home(monkeypatch):
+  from zoo import cache_dirs
+  monkeypatch.setenv('XDG_CACHE_HOME', '/somewhere/cache')
+  assert cache_dirs.default_dir('splits') == '/somewhere/cache/zoo/splits'
+  for unusable in ('', 'relative/cache'):  # the freedesktop.org specification ignores both
+    monkeypatch.setenv('XDG_CACHE_HOME', unusable)
+    assert cache_dirs.default_dir('splits') == '~/.cache/zoo/splits'

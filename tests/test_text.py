@@ -121,4 +121,7 @@ def test_bilstm_learns_real_imdb(tmp_path):
                           '--eval_split=train[22500:24500]', '--epochs=2', '--max_length=128',
                           '--vocab_size=5000', f'--workdir={tmp_path}', mock=False)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert last_json_line(result.stdout)['eval_accuracy'] >= 0.65
+  # Measured 2026-12-02 (2-core AMD EPYC CPU, this command): 77.1, 77.5 and 80.0 % (seeds 0-2);
+  # chance is 50 %. The bar sits 5 points under, about 5 standard errors of 2,000 examples: a
+  # tokenizer, padding or label bug that costs a few points fails it, seed-to-seed noise does not.
+  assert last_json_line(result.stdout)['eval_accuracy'] >= 0.72

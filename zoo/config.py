@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from zoo import cache_dirs
 from zoo.errors import ZooError
 
 ROLES = ('run', 'eval', 'runtime')
@@ -95,7 +96,7 @@ class Config:
                                'augmented in the jitted step) | tf_data (batches streamed from the host); same '
                                'results.', 'runtime', INPUT_PIPELINES)
   steps_per_dispatch: int = _field(50, 'With --input_pipeline=device: train steps per jitted call.', 'runtime')
-  split_cache: str = _field('~/.cache/zoo/splits', 'Directory for decoded TFDS splits (.npz; used with an '
+  split_cache: str = _field(cache_dirs.default_dir('splits'), 'Directory for decoded TFDS splits (.npz; used with an '
                             'explicit --data_dir): later runs skip decoding the images; \'\' turns it off.',
                             'runtime')
   tensorboard: bool = _field(True, 'Write TensorBoard scalars under <workdir>/tensorboard (history.json is '

@@ -4,11 +4,11 @@ through a cache of decoded splits.
 Why the cache: CIFAR-10's PNGs are decoded on every read of the prepared TFDS files (~3 s for the
 30,000 images of the seed recipe's two splits on the 2-core CPU, with OpenCV on two threads); the
 decoded arrays, once written to `cache_dir`, load in well under a second. The cache key covers
-the dataset's prepared files (paths, sizes, modification times) and the split, so a re-prepared
-dataset is read afresh. It is used only with an explicit `--data_dir`, and only a split whose
-example count matches the prepared metadata is written: `tfds.testing.mock_data` serves random
-examples whatever the directory, and they must neither be cached nor be answered with cached real
-ones.
+the dataset's prepared files (paths, sizes, modification times), the split and
+`CACHE_FORMAT_VERSION`, so a re-prepared dataset, or an entry of an older layout, is read afresh.
+It is used only with an explicit `--data_dir`, and only a split whose example count matches the
+prepared metadata is written: `tfds.testing.mock_data` serves random examples whatever the
+directory, and they must neither be cached nor be answered with cached real ones.
 """
 import dataclasses
 import hashlib
@@ -23,6 +23,10 @@ from zoo.errors import ZooError
 
 log = logging.getLogger('zoo')
 
+# Bump when what a cache entry holds or how it is written changes (keys, dtypes, `exported`'s file
+# layout): entries of other versions are then never looked up again.
+CACHE_FORMAT_VERSION = 1
+
 
 def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '') -> dict[str, np.ndarray]:
   path = exported.split_path(data_dir, name, split) if data_dir is not None else None
@@ -34,7 +38,9 @@ def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '')
   cached = _cache_path(cache_dir, name, split, data_dir)
   if cached is not None and cached.exists():
     try:
-      return exported.load(cached)
+      arrays = exported.load(cached)
+      log.info('Split %s of %s read from the split cache %s', split, name, cached)
+      return arrays
     except (OSError, ValueError, KeyError, ZooError) as e:  # a damaged entry is re-read from TFDS
       log.warning('Ignoring the unreadable cached split %s (%s)', cached, e)
   arrays = _load_from_tfds(name, split, data_dir)
@@ -133,5 +139,5 @@ def _cache_path(cache_dir: str, name: str, split: str, data_dir: str | None) -> 
                  for f in root.rglob('*') if f.is_file()) if root.is_dir() else []
   if not any('.tfrecord' in f[0] or '.array_record' in f[0] for f in files):
     return None
-  key = hashlib.sha256(json.dumps([name, split, str(root), files]).encode()).hexdigest()[:24]
+  key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, name, split, str(root), files]).encode()).hexdigest()[:24]
   return Path(cache_dir).expanduser() / name / f'{key}.npz'

@@ -1,0 +1,42 @@
+"""Every library that zoo/ and experiments/ import is declared in pyproject.toml, so that a clean
+install of the project runs it (a library that only arrives as another one's dependency can
+leave with that one's next release)."""
+import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+
+from conftest import ROOT
+
+
+def imported_top_level_modules() -> dict[str, str]:
+  """Each module name imported at top level by the project's code -> one file importing it."""
+  modules = {}
+  for folder in ('zoo', 'experiments'):
+    for path in sorted((ROOT / folder).rglob('*.py')):
+      for node in ast.walk(ast.parse(path.read_text())):
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        for name in names:
+          modules.setdefault(name.split('.')[0], str(path.relative_to(ROOT)))
+  return modules
+
+
+def normalized(name: str) -> str:
+  return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def test_every_imported_library_is_a_declared_dependency():
+  project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+  requirements = project['dependencies'] + [r for extra in project['optional-dependencies'].values() for r in extra]
+  declared = {normalized(re.match(r'[A-Za-z0-9_.-]+', r).group()) for r in requirements}
+  distributions = importlib.metadata.packages_distributions()
+  undeclared = {}
+  for module, where in imported_top_level_modules().items():
+    if module in sys.stdlib_module_names or module in ('zoo', 'experiments'):
+      continue
+    providers = {normalized(d) for d in distributions.get(module, [])}
+    if not providers & declared:
+      undeclared[module] = (where, sorted(providers))
+  assert not undeclared, f'imported but not in pyproject.toml (module: file, installed by): {undeclared}'
