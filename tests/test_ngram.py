@@ -111,7 +111,7 @@ def test_more_classes_get_one_vs_rest_ratios_and_one_logit_each():
 
 def test_ngram_is_registered_as_a_text_model():
   assert MODELS['ngram'] is NgramClassifier and NgramClassifier.input_kind == 'text'
-  assert NgramClassifier.frozen == ('ratios',) and NgramClassifier.init_examples is None
+  assert NgramClassifier.frozen == () and NgramClassifier.init_examples is None  # ratios train too
 
 
 FLAGS = ('--model=ngram', '--epochs=2', '--batch_size=16', '--eval_batch_size=40', '--vocab_size=200',
@@ -139,7 +139,7 @@ def test_ngram_trains_resumes_evaluates_and_predicts_through_the_command_line(tm
   first, second = zoo.load(workdir), zoo.load(interrupted)
   assert first.step == second.step == 12
   jax.tree.map(np.testing.assert_array_equal, first.variables, second.variables)
-  assert np.any(first.variables['params']['ratios'])  # set from the training split and kept
+  assert np.any(first.variables['params']['ratios'])  # set from the training split, then trained, and kept
 
   evaluation = run_experiment('imdb', '--mode=eval', f'--workdir={workdir}', devices=2)
   assert evaluation.returncode == 0, evaluation.stderr[-3000:]
