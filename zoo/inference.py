@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from zoo import checkpoints
@@ -44,6 +45,12 @@ class TrainedModel:
     self.model, self.variables, self.config, self.step = model, variables, config, step
     self.class_names, self.description = class_names, description
     self._dataset = dataset
+
+  @property
+  def dataset(self):
+    """The dataset object that turns raw inputs into model inputs: images' `preprocess_on_device`
+    (jax.numpy), texts' `tokenizer()` (the Keras layer over the workdir's vocabulary)."""
+    return self._dataset
 
   @property
   def kind(self) -> str:
@@ -100,15 +107,16 @@ class TrainedModel:
       logits.append(np.asarray(self._logits(self.variables, padded), np.float32)[:len(chunk)])
     if not logits:
       return np.zeros((0, len(self.class_names)), np.float32)
-    return probabilities(np.concatenate(logits))
+    return np.asarray(probabilities(np.concatenate(logits)))
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-  """One logit (binary, sigmoid) -> [p(class 0), p(class 1)]; several -> softmax."""
+def probabilities(logits):
+  """One logit (binary, sigmoid) -> [p(class 0), p(class 1)]; several -> softmax. In jax.numpy, so
+  that exported models compute the same in their graph (`zoo.export`)."""
   if logits.shape[-1] == 1:
-    positive = np.asarray(jax.nn.sigmoid(logits[:, 0]))
-    return np.stack([1 - positive, positive], axis=-1)
-  return np.asarray(jax.nn.softmax(logits, axis=-1))
+    positive = jax.nn.sigmoid(logits[:, 0])
+    return jnp.stack([1 - positive, positive], axis=-1)
+  return jax.nn.softmax(logits, axis=-1)
 
 
 def _description(workdir: Path, config, data_dir) -> dict:
