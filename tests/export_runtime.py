@@ -1,12 +1,13 @@
 """Runs an exported model as a user's server would: onnxruntime or TensorFlow alone, no JAX, no zoo.
 
-usage: python tests/export_runtime.py REQUEST.json
-REQUEST: {"format": "onnx" | "saved_model", "path": model file or directory, "inputs": a .npy file
-(uint8 images, int32 token ids) or a list of texts, "signature": SavedModel signature, "out": .npz}.
-Writes the probabilities of the whole batch and of its first row alone (the batch dimension is
-dynamic) to `out`, and prints one JSON line: the class names the file carries, what it says about
-itself, and whether JAX or the zoo were imported (JAX is made unimportable for the SavedModel,
-since TensorFlow would import it).
+usage: python tests/export_runtime.py REQUESTS.json
+REQUESTS: a list of {"format": "onnx" | "saved_model", "path": model file or directory, "inputs": a
+.npy file (uint8 images, int32 token ids) or a list of texts, "signature": SavedModel signature,
+"out": .npz}, all run in this one process (each runtime is imported once). For each, writes the
+probabilities of the whole batch and of its first row alone (the batch dimension is dynamic) to
+`out`; prints one JSON line: a list of what each file says about itself (its class names, metadata,
+input), and whether JAX or the zoo were imported (JAX is made unimportable, since TensorFlow would
+import it).
 """
 import json
 import sys
@@ -28,9 +29,6 @@ def run_onnx(request: dict):
 
 
 def run_saved_model(request: dict):
-  # TensorFlow imports JAX by itself when it is installed (for its TFLite converter, optionally):
-  # made unimportable here, so that the SavedModel is shown to run without it.
-  sys.modules['jax'] = None
   import tensorflow as tf
   loaded = tf.saved_model.load(request['path'])
   signature = loaded.signatures[request['signature']]
@@ -45,9 +43,15 @@ def run_saved_model(request: dict):
 
 
 if __name__ == '__main__':
-  request = json.loads(Path(sys.argv[1]).read_text())
-  batch, first, info = (run_onnx if request['format'] == 'onnx' else run_saved_model)(request)
-  np.savez(request['out'], batch=batch, first=first)
+  # TensorFlow imports JAX by itself when it is installed (for its TFLite converter, optionally):
+  # made unimportable here, so that the exported models are shown to run without it.
+  sys.modules['jax'] = None
+  answers = []
+  for request in json.loads(Path(sys.argv[1]).read_text()):
+    batch, first, answer = (run_onnx if request['format'] == 'onnx' else run_saved_model)(request)
+    np.savez(request['out'], batch=batch, first=first)
+    answers.append(answer)
+  info = {'answers': answers}
   info['jax_imported'] = any((name == 'jax' or name.startswith('jax.')) and module is not None
                              for name, module in sys.modules.items())
   info['zoo_imported'] = 'zoo' in sys.modules

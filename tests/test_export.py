@@ -1,8 +1,8 @@
 """Exported models (`experiments.export`, `zoo/export.py`) give what `zoo.load(W).predict` gives.
 
-Every registered model is trained for one epoch on mock data, exported to ONNX and to a SavedModel,
-and run by onnxruntime and by TensorFlow in a process without JAX; the probabilities must equal
-predict's within 1e-5, on a batch and on one row (the batch dimension is dynamic).
+Every registered model is trained for one step on 16 mock examples, exported to ONNX and to a
+SavedModel, and run by onnxruntime and by TensorFlow in one process without JAX; the probabilities
+must equal predict's within 1e-5, on a batch and on one row (the batch dimension is dynamic).
 """
 import importlib.util
 import json
@@ -28,16 +28,22 @@ import zoo  # noqa: E402
 from zoo import export  # noqa: E402
 from zoo.errors import ZooError  # noqa: E402
 
-SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=32', '--optimizer=sgd', '--learning_rate=0.05')
+# The smallest training that writes a workdir: 16 mock examples, one step of 16.
+SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=16', '--optimizer=sgd', '--learning_rate=0.05')
 TEXT = ('--vocab_size=200', '--max_length=24')
 IMAGE_MODELS = ['simple_cnn', 'resnet20', 'airbench', 'mlp']
-TEXT_MODELS = ['lstm', 'bilstm']
+TEXT_MODELS = ['lstm', 'bilstm', 'ngram']
 TOLERANCE = 1e-5
+# Texts the tokenizers must agree on: apostrophes, hyphens, markup, non-ASCII capitals, tabs,
+# newlines, carriage returns, no-break spaces, Unicode case mappings, empty, longer than max_length.
+TRICKY_TEXTS = ["Don't stop -- it's WELL-made!<br /><br />Great", 'École ÀÉÎ naïve CAFÉ', 'tab\there\nnew line\r\nCR',
+                '', 'word ' * 50, '  spaces   only ', 'x\u00a0y <BR/>z <br/ >', 'ÉCOLE?école!', 'İstanbul ǅ ß ΣΑΣ',
+                "don't dont 'quoted'", '(a)[b]{c}|d~e`f^g_h@i#j$k%l&m*n+o=p\\q/r:s;t<u>v', '\u00e9\u0301 e\u0301']
 
 
 def _train(workdir: Path, model: str) -> Path:
   experiment, extra = ('imdb', TEXT) if model in TEXT_MODELS else ('cifar', ())
-  result = run_experiment(experiment, f'--workdir={workdir}', f'--model={model}', *SMALL, *extra, examples=48)
+  result = run_experiment(experiment, f'--workdir={workdir}', f'--model={model}', *SMALL, *extra, examples=16)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir
 
@@ -47,19 +53,20 @@ def _texts(workdir: Path) -> list[str]:
   apostrophes, unknown words, an empty text, and one longer than --max_length."""
   words = (workdir / 'vocabulary.txt').read_text(encoding='utf-8').split('\n')
   return [f'{words[0].capitalize()} {words[1]}, {words[2]}!', f"It's {words[3]}<br />{words[4]}... NOT {words[0]}",
-          'zyxwv qwerty', '', ' '.join(words[:60]), f'"{words[5]}" ({words[6]}) -- {words[7]}?']
+          'zyxwv qwerty', '', ' '.join(words * 3), f'"{words[5].upper()}"\t({words[6]})\n-- {words[7]}?']
 
 
-def _run_outside_jax(tmp_path: Path, request: dict) -> tuple[np.lib.npyio.NpzFile, dict]:
-  request = dict(request, out=str(tmp_path / f'{request["format"]}.npz'))
-  (tmp_path / 'request.json').write_text(json.dumps(request))
+def _run_outside_jax(tmp_path: Path, requests: list[dict]) -> tuple[list, list[dict]]:
+  """Runs every request in one process that never imports JAX or the zoo (tests/export_runtime.py)."""
+  requests = [dict(r, out=str(tmp_path / f'{i}.npz')) for i, r in enumerate(requests)]
+  (tmp_path / 'requests.json').write_text(json.dumps(requests))
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='')
-  result = subprocess.run([sys.executable, str(ROOT / 'tests' / 'export_runtime.py'), str(tmp_path / 'request.json')],
+  result = subprocess.run([sys.executable, str(ROOT / 'tests' / 'export_runtime.py'), str(tmp_path / 'requests.json')],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   info = json.loads(result.stdout.strip().splitlines()[-1])
   assert not info['jax_imported'] and not info['zoo_imported']  # as a server without JAX runs it
-  return np.load(request['out']), info
+  return [np.load(r['out']) for r in requests], info['answers']
 
 
 def _assert_parity(outputs, expected: np.ndarray):
@@ -82,44 +89,63 @@ def test_exported_models_give_what_predict_gives(model, tmp_path):
     onnx_inputs = str(tmp_path / 'token_ids.npy')
   expected = trained.predict(raw)
 
-  # ONNX through the command line for one model of each kind, the library for the others.
-  if model in ('simple_cnn', 'lstm'):
+  # ONNX through the command line for one model, the library for the others (the same function).
+  if model == 'simple_cnn':
     result = subprocess.run([sys.executable, '-m', 'experiments.export', f'--workdir={workdir}', '--format=onnx'],
                             cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2'),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip())['written'][-1] == str(workdir / 'export' / 'model.onnx')
     onnx_path = workdir / 'export' / 'model.onnx'
+    with pytest.raises(ZooError, match='model.onnx exists already; remove it or pass --output=PATH elsewhere'):
+      export.export(workdir, 'onnx')  # an existing export is never overwritten
   else:
     onnx_path = export.export(workdir, 'onnx', tmp_path / 'exported' / 'model.onnx')[-1]
-  outputs, info = _run_outside_jax(tmp_path, {'format': 'onnx', 'path': str(onnx_path), 'inputs': onnx_inputs})
-  _assert_parity(outputs, expected)
-  assert info['class_names'] == trained.class_names and info['metadata']['model'] == model
-  assert info['input_shape'][0] == 'batch' and info['metadata']['step'] == str(trained.step)
+  saved = export.export(workdir, 'saved_model')[0]
+  assert saved == workdir / 'export' / 'saved_model'
+
+  requests = [{'format': 'onnx', 'path': str(onnx_path), 'inputs': onnx_inputs},
+              {'format': 'saved_model', 'path': str(saved), 'inputs': inputs, 'signature': 'serving_default'}]
+  if trained.kind == 'text':  # the SavedModel also takes token ids, as the ONNX file does
+    requests.append({'format': 'saved_model', 'path': str(saved), 'inputs': onnx_inputs, 'signature': 'token_ids'})
+  outputs, answers = _run_outside_jax(tmp_path, requests)
+  for output in outputs:  # texts: tokenized inside the SavedModel by its serving signature
+    _assert_parity(output, expected)
+
+  onnx_info, saved_info = answers[:2]
+  assert onnx_info['class_names'] == trained.class_names and onnx_info['metadata']['model'] == model
+  assert onnx_info['input_shape'][0] == 'batch' and onnx_info['metadata']['step'] == str(trained.step)
+  assert saved_info['class_names'] == saved_info['asset_class_names'] == trained.class_names
+  assert saved_info['metadata']['model'] == model
   if trained.kind == 'text':
-    assert info['input_name'] == 'token_ids' and info['input_type'] == 'tensor(int32)'
+    assert onnx_info['input_name'] == 'token_ids' and onnx_info['input_type'] == 'tensor(int32)'
+    assert saved_info['input_name'] == 'texts'
     vocabulary = export.vocabulary_path(onnx_path).read_text(encoding='utf-8').split('\n')
     assert vocabulary[:2] == ['', '[UNK]']  # line i is token id i: padding, out of vocabulary, then the words
     assert vocabulary[2:] == (workdir / 'vocabulary.txt').read_text(encoding='utf-8').split('\n')
   else:
-    assert info['input_name'] == 'images' and info['input_type'] == 'tensor(uint8)'
+    assert onnx_info['input_name'] == saved_info['input_name'] == 'images'
+    assert onnx_info['input_type'] == 'tensor(uint8)'
 
-  saved = export.export(workdir, 'saved_model')[0]
-  assert saved == workdir / 'export' / 'saved_model'
-  outputs, info = _run_outside_jax(tmp_path, {'format': 'saved_model', 'path': str(saved), 'inputs': inputs,
-                                              'signature': 'serving_default'})
-  _assert_parity(outputs, expected)  # texts: tokenized inside the SavedModel
-  assert info['class_names'] == info['asset_class_names'] == trained.class_names
-  assert info['input_name'] == ('images' if trained.kind == 'image' else 'texts')
-  assert info['metadata']['model'] == model
 
-  if model == 'simple_cnn':  # an existing export is never overwritten
-    with pytest.raises(ZooError, match='model.onnx exists already; remove it or pass --output=PATH elsewhere'):
-      export.export(workdir, 'onnx')
-  if model == 'lstm':  # the SavedModel also takes token ids, as the ONNX file does
-    outputs, _ = _run_outside_jax(tmp_path, {'format': 'saved_model', 'path': str(saved), 'inputs': onnx_inputs,
-                                             'signature': 'token_ids'})
-    _assert_parity(outputs, expected)
+def test_every_registered_model_is_exported():
+  from zoo.models import MODELS
+  assert sorted(IMAGE_MODELS + TEXT_MODELS) == sorted(MODELS)
+
+
+@pytest.mark.parametrize('rules', ['keras', 'legacy'])
+def test_the_savedmodel_tokenizer_gives_the_python_tokenizers_ids(rules):
+  """The TensorFlow string ops in the SavedModel split and look up words as `zoo.data.tokenizer`
+  does, under the Keras rules and under the legacy rules of older workdirs."""
+  from zoo.data import text, tokenizer
+  split = text.SPLIT_WORDS[rules]
+  vocabulary = tokenizer.learn_vocabulary(TRICKY_TEXTS[:-3], 40, split)  # the last texts' words stay unknown
+  python_tokenizer = tokenizer.Tokenizer(vocabulary, 12, split)
+  expected = python_tokenizer(TRICKY_TEXTS)
+  ids = export.tensorflow_tokenizer(python_tokenizer, rules)(TRICKY_TEXTS).numpy()
+  assert ids.dtype == np.int32 and ids.shape == (len(TRICKY_TEXTS), 12)
+  np.testing.assert_array_equal(ids, expected)
+  assert (expected == tokenizer.OUT_OF_VOCABULARY).any() and (expected[:, -1] > 0).any()  # both edges are tried
 
 
 def _unconvertible_primitive():

@@ -149,8 +149,8 @@ def _platform_index(platforms, platform: str) -> int:
 def _evaluate(jaxpr, consts, *args, platform: str = ONNX_PLATFORM) -> list:
   """Evaluates `jaxpr` by binding its primitives again, as `jax.core.eval_jaxpr` does, but inlining
   nested jits, taking `platform`'s branch of `lax.platform_dependent`, and writing the two
-  primitives jax2onnx has no rule for in JAX 0.10 (`stack`, integer `rem` with a dynamic batch)
-  with ones it has."""
+  primitives jax2onnx has no rule for in JAX 0.10 (`stack`, integer `rem` with a dynamic batch) and
+  `pad` (whose rule needs a static batch) with ones it has."""
   env = {}
   read = lambda atom: atom.val if isinstance(atom, jax_core.Literal) else env[atom]
   env.update(zip(jaxpr.constvars, consts))
@@ -168,6 +168,8 @@ def _evaluate(jaxpr, consts, *args, platform: str = ONNX_PLATFORM) -> list:
     elif name == 'stack':
       axis = params['axis']
       outputs = [jax.lax.concatenate([jax.lax.expand_dims(x, (axis,)) for x in inputs], axis)]
+    elif name == 'pad' and all(interior == 0 and low >= 0 and high >= 0 for low, high, interior in params['padding_config']):
+      outputs = [_pad_by_concatenation(*inputs, params['padding_config'])]
     elif name == 'rem' and jnp.issubdtype(inputs[0].dtype, jnp.integer):
       x, y = inputs
       outputs = [x - jax.lax.div(x, y) * y]  # lax.rem's definition: truncated division
@@ -176,6 +178,17 @@ def _evaluate(jaxpr, consts, *args, platform: str = ONNX_PLATFORM) -> list:
       outputs = result if equation.primitive.multiple_results else [result]
     env.update(zip(equation.outvars, outputs))
   return [read(v) for v in jaxpr.outvars]
+
+
+def _pad_by_concatenation(x, value, padding_config):
+  """`lax.pad` without interior or negative padding, as blocks of `value` concatenated on each side:
+  jax2onnx's rule for `pad` needs every dimension known, and the batch is not."""
+  for axis, (low, high, _) in enumerate(padding_config):
+    block = lambda width: jax.lax.broadcast_in_dim(jnp.asarray(value, x.dtype),
+                                                   (*x.shape[:axis], int(width), *x.shape[axis + 1:]), ())
+    parts = ([block(low)] if low > 0 else []) + [x] + ([block(high)] if high > 0 else [])
+    x = jax.lax.concatenate(parts, axis) if len(parts) > 1 else x
+  return x
 
 
 def _portable_jaxpr_function(function, spec):
