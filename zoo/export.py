@@ -168,7 +168,8 @@ def _evaluate(jaxpr, consts, *args, platform: str = ONNX_PLATFORM) -> list:
     elif name == 'stack':
       axis = params['axis']
       outputs = [jax.lax.concatenate([jax.lax.expand_dims(x, (axis,)) for x in inputs], axis)]
-    elif name == 'pad' and all(interior == 0 and low >= 0 and high >= 0 for low, high, interior in params['padding_config']):
+    elif name == 'pad' and all(interior == 0 and low >= 0 and high >= 0
+                               for low, high, interior in params['padding_config']):
       outputs = [_pad_by_concatenation(*inputs, params['padding_config'])]
     elif name == 'rem' and jnp.issubdtype(inputs[0].dtype, jnp.integer):
       x, y = inputs
@@ -219,7 +220,8 @@ def write_onnx(trained: inference.TrainedModel, output: Path) -> list[Path]:
     vocabulary = vocabulary_path(output)
     metadata['vocabulary'] = vocabulary.name
     metadata['tokenizer'] = ('token_ids: int32 [batch, max_length] from the words in the vocabulary file (line i '
-                             'is id i; 0 padding, 1 out of vocabulary), ' + trained.description['inputs']['preprocessing'])
+                             'is id i; 0 padding, 1 out of vocabulary), '
+                             + trained.description['inputs']['preprocessing'])
     words = ['', '[UNK]'] + trained.dataset.tokenizer().vocabulary  # ids 0 (padding) and 1 (out of vocabulary)
     _write_atomically(vocabulary, '\n'.join(words).encode('utf-8'))
     written.append(vocabulary)
@@ -288,7 +290,7 @@ def write_saved_model(trained: inference.TrainedModel, output: Path) -> Path:
 def _character_class(characters: str) -> str:
   """An RE2 character class of exactly `characters` (every one escaped, tab and newline by name)."""
   escaped = {'\t': '\\t', '\n': '\\n', '\f': '\\f', '\r': '\\r', '\v': '\\v'}
-  return '[' + ''.join(escaped.get(c, '\\' + c if not c.isalnum() and c != ' ' else c) for c in characters) + ']'
+  return '[' + ''.join(escaped.get(c, c if c.isalnum() or c == ' ' else '\\' + c) for c in characters) + ']'
 
 
 def tensorflow_tokenizer(python_tokenizer: tokenizer_lib.Tokenizer, rules: str):
