@@ -44,6 +44,11 @@ class TrainedModel:
     self._dataset = dataset
 
   @property
+  def dataset(self):
+    """The workdir's dataset object: its on-device preprocessing and tokenizer (`zoo.export`)."""
+    return self._dataset
+
+  @property
   def kind(self) -> str:
     """'image' or 'text'."""
     return self.description['inputs']['kind']

@@ -75,6 +75,16 @@ def probabilities(logits) -> np.ndarray:
   return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
+def probabilities_jnp(logits):
+  """`probabilities` in jax.numpy, traceable: the same computation inside an exported model's graph
+  (`zoo.export`), so that the exported model gives what `predict` gives."""
+  logits = logits.astype(jnp.float32)
+  if logits.shape[-1] == 1:
+    positive = jax.nn.sigmoid(logits[:, 0])
+    return jnp.stack([1 - positive, positive], axis=-1)
+  return jax.nn.softmax(logits, axis=-1)
+
+
 def batchnorm_scopes(model: nn.Module, sample_inputs) -> frozenset[str]:
   """The 'a/b' parameter paths of every `nn.BatchNorm` inside `model`, found by what each module
   is (traced once, abstractly), not by what it is called: a BatchNorm given its own name counts."""

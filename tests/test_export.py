@@ -1,0 +1,190 @@
+"""Exported models (`experiments.export`, `zoo/export.py`) give what `zoo.load(W).predict` gives.
+
+Every registered model is trained for one step on 16 mock examples (images at 18 x 18), exported
+to ONNX and to a SavedModel, and run by onnxruntime and by TensorFlow in one process without JAX;
+the probabilities must equal predict's within 1e-5, on a batch and on one row (the batch dimension
+is dynamic).
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_one_line_error, run_experiment
+
+EXTRA = ('jax2onnx', 'onnx', 'onnxruntime')
+_missing = [name for name in EXTRA if importlib.util.find_spec(name) is None]
+if _missing:
+  if os.environ.get('CI') == 'true':  # CI installs '.[test,export]': a missing converter is a failure there
+    pytest.fail(f'the export extra is not installed ({", ".join(_missing)})', pytrace=False)
+  pytest.skip(f'the export extra is not installed ({", ".join(_missing)}): pip install -e ".[export]"',
+              allow_module_level=True)
+
+import zoo  # noqa: E402
+from zoo import export  # noqa: E402
+from zoo.errors import ZooError  # noqa: E402
+
+# The smallest training that writes a workdir: 16 mock examples, one step of 16.
+SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=16', '--optimizer=sgd', '--learning_rate=0.05')
+TEXT = ('--vocab_size=200', '--max_length=24')
+IMAGE = ('--image_size=18',)  # a third of CIFAR-10's pixels (simple_cnn's least): the same graphs, less arithmetic
+IMAGE_MODELS = ['simple_cnn', 'resnet20', 'airbench', 'mlp']
+TEXT_MODELS = ['lstm', 'bilstm', 'ngram']
+TOLERANCE = 1e-5
+# Texts the tokenizers must agree on: apostrophes, hyphens, markup, non-ASCII capitals, tabs,
+# newlines, carriage returns, no-break spaces, Unicode case mappings, empty, longer than max_length.
+TRICKY_TEXTS = ["Don't stop -- it's WELL-made!<br /><br />Great", 'École ÀÉÎ naïve CAFÉ',
+                'tab\there\nnew line\r\nCR', '', 'word ' * 50, '  spaces   only ', 'x\u00a0y <BR/>z <br/ >',
+                'ÉCOLE?école!', 'İstanbul ǅ ß ΣΑΣ', "don't dont 'quoted'",
+                '(a)[b]{c}|d~e`f^g_h@i#j$k%l&m*n+o=p\\q/r:s;t<u>v', '\u00e9\u0301 e\u0301']
+
+
+def _train(workdir: Path, model: str) -> Path:
+  experiment, extra = ('imdb', TEXT) if model in TEXT_MODELS else ('cifar', IMAGE)
+  result = run_experiment(experiment, f'--workdir={workdir}', f'--model={model}', *SMALL, *extra, examples=16)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def _texts(workdir: Path) -> list[str]:
+  """Reviews as users write them: the vocabulary's words with capitals, punctuation, markup and
+  apostrophes, unknown words, an empty text, and one longer than --max_length."""
+  words = (workdir / 'vocabulary.txt').read_text(encoding='utf-8').split('\n')
+  return [f'{words[0].capitalize()} {words[1]}, {words[2]}!', f"It's {words[3]}<br />{words[4]}... NOT {words[0]}",
+          'zyxwv qwerty', '', ' '.join(words * 3), f'"{words[5].upper()}"\t({words[6]})\n-- {words[7]}?']
+
+
+def _run_outside_jax(tmp_path: Path, requests: list[dict]) -> tuple[list, list[dict]]:
+  """Runs every request in one process that never imports JAX or the zoo (tests/export_runtime.py)."""
+  requests = [dict(r, out=str(tmp_path / f'{i}.npz')) for i, r in enumerate(requests)]
+  (tmp_path / 'requests.json').write_text(json.dumps(requests))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='')
+  result = subprocess.run([sys.executable, str(ROOT / 'tests' / 'export_runtime.py'), str(tmp_path / 'requests.json')],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  info = json.loads(result.stdout.strip().splitlines()[-1])
+  assert not info['jax_imported'] and not info['zoo_imported']  # as a server without JAX runs it
+  return [np.load(r['out']) for r in requests], info['answers']
+
+
+def _assert_parity(outputs, expected: np.ndarray):
+  assert outputs['batch'].shape == expected.shape and outputs['batch'].dtype == np.float32
+  np.testing.assert_allclose(outputs['batch'], expected, rtol=0, atol=TOLERANCE)
+  np.testing.assert_allclose(outputs['first'], expected[:1], rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize('model', IMAGE_MODELS + TEXT_MODELS)
+def test_exported_models_give_what_predict_gives(model, tmp_path):
+  workdir = _train(tmp_path / 'w', model)
+  trained = zoo.load(workdir)
+  if trained.kind == 'image':
+    raw = np.random.default_rng(0).integers(0, 256, (7, *trained.input_shape), np.uint8)
+    np.save(tmp_path / 'images.npy', raw)
+    inputs, onnx_inputs = str(tmp_path / 'images.npy'), str(tmp_path / 'images.npy')
+  else:
+    raw = inputs = _texts(workdir)
+    np.save(tmp_path / 'token_ids.npy', trained.preprocess(raw))
+    onnx_inputs = str(tmp_path / 'token_ids.npy')
+  expected = trained.predict(raw)
+
+  # ONNX through the command line for one model, the library for the others (the same function).
+  if model == 'mlp':
+    result = subprocess.run([sys.executable, '-m', 'experiments.export', f'--workdir={workdir}', '--format=onnx'],
+                            cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2'),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip())['written'][-1] == str(workdir / 'export' / 'model.onnx')
+    onnx_path = workdir / 'export' / 'model.onnx'
+    with pytest.raises(ZooError, match='model.onnx exists already; remove it or pass --output=PATH elsewhere'):
+      export.export(workdir, 'onnx')  # an existing export is never overwritten
+  else:
+    onnx_path = export.export(workdir, 'onnx', tmp_path / 'exported' / 'model.onnx')[-1]
+  saved = export.export(workdir, 'saved_model')[0]
+  assert saved == workdir / 'export' / 'saved_model'
+
+  requests = [{'format': 'onnx', 'path': str(onnx_path), 'inputs': onnx_inputs},
+              {'format': 'saved_model', 'path': str(saved), 'inputs': inputs, 'signature': 'serving_default'}]
+  if trained.kind == 'text':  # the SavedModel also takes token ids, as the ONNX file does
+    requests.append({'format': 'saved_model', 'path': str(saved), 'inputs': onnx_inputs, 'signature': 'token_ids'})
+  outputs, answers = _run_outside_jax(tmp_path, requests)
+  for output in outputs:  # texts: tokenized inside the SavedModel by its serving signature
+    _assert_parity(output, expected)
+
+  onnx_info, saved_info = answers[:2]
+  assert onnx_info['class_names'] == trained.class_names and onnx_info['metadata']['model'] == model
+  assert onnx_info['input_shape'][0] == 'batch' and onnx_info['metadata']['step'] == str(trained.step)
+  assert saved_info['class_names'] == saved_info['asset_class_names'] == trained.class_names
+  assert saved_info['metadata']['model'] == model
+  if trained.kind == 'text':
+    assert onnx_info['input_name'] == 'token_ids' and onnx_info['input_type'] == 'tensor(int32)'
+    assert saved_info['input_name'] == 'texts'
+    vocabulary = export.vocabulary_path(onnx_path).read_text(encoding='utf-8').split('\n')
+    assert vocabulary[:2] == ['', '[UNK]']  # line i is token id i: padding, out of vocabulary, then the words
+    assert vocabulary[2:] == (workdir / 'vocabulary.txt').read_text(encoding='utf-8').split('\n')
+  else:
+    assert onnx_info['input_name'] == saved_info['input_name'] == 'images'
+    assert onnx_info['input_type'] == 'tensor(uint8)'
+
+
+def test_every_registered_model_is_exported():
+  from zoo.models import MODELS
+  assert sorted(IMAGE_MODELS + TEXT_MODELS) == sorted(MODELS)
+
+
+@pytest.mark.parametrize('rules', ['keras', 'legacy'])
+def test_the_savedmodel_tokenizer_gives_the_python_tokenizers_ids(rules):
+  """The TensorFlow string ops in the SavedModel split and look up words as `zoo.data.tokenizer`
+  does, under the Keras rules and under the legacy rules of older workdirs."""
+  from zoo.data import text, tokenizer
+  split = text.SPLIT_WORDS[rules]
+  vocabulary = tokenizer.learn_vocabulary(TRICKY_TEXTS[:-3], 40, split)  # the last texts' words stay unknown
+  python_tokenizer = tokenizer.Tokenizer(vocabulary, 12, split)
+  expected = python_tokenizer(TRICKY_TEXTS)
+  ids = export.tensorflow_tokenizer(python_tokenizer, rules)(TRICKY_TEXTS).numpy()
+  assert ids.dtype == np.int32 and ids.shape == (len(TRICKY_TEXTS), 12)
+  np.testing.assert_array_equal(ids, expected)
+  assert (expected == tokenizer.OUT_OF_VOCABULARY).any() and (expected[:, -1] > 0).any()  # both edges are tried
+
+
+def _unconvertible_primitive():
+  """A primitive no converter knows: what a model using an operation jax2onnx lacks looks like."""
+  from jax.extend.core import Primitive
+  primitive = Primitive('zoo_test_unconvertible')
+  primitive.def_impl(lambda x: x)
+  primitive.def_abstract_eval(lambda x: x)
+  return primitive
+
+
+def test_a_model_onnx_cannot_take_stops_with_one_line(tmp_path, monkeypatch):
+  primitive = _unconvertible_primitive()
+
+  class Trained:  # the parts of a TrainedModel that write_onnx reads
+    kind, input_shape, class_names, step = 'image', (4, 4, 1), ['a', 'b'], 1
+    description = {'inputs': {'kind': 'image', 'shape': [4, 4, 1]}}
+    config = type('Config', (), {'model': 'custom'})
+
+  monkeypatch.setattr(export, 'serving_function', lambda trained: lambda x: primitive.bind(x.astype('float32')))
+  with pytest.raises(ZooError) as error:
+    export.write_onnx(Trained(), tmp_path / 'model.onnx')
+  message = str(error.value)
+  assert message.startswith('--model=custom cannot be exported to onnx') and 'zoo_test_unconvertible' in message
+  assert message.endswith('export it with --format=saved_model instead') and '\n' not in message
+  assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_export_without_the_extra_says_how_to_install_it(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'jax2onnx', None)  # `import jax2onnx` raises ImportError
+  with pytest.raises(ZooError, match=r"jax2onnx is not installed\); pip install -e '\.\[export\]'"):
+    export._converter()
+
+
+def test_export_of_a_folder_that_is_no_workdir_stops_with_one_line(tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'experiments.export', f'--workdir={tmp_path}', '--format=saved_model'],
+                          cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2'),
+                          capture_output=True, text=True, timeout=300)
+  assert_one_line_error(result, 'it is not a zoo workdir', 'pass the workdir of a training run')
