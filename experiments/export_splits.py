@@ -6,8 +6,8 @@
 writes <out_dir>/cifar10/exported/<split>.npz; then `python -m experiments.cifar --data_dir=<out_dir>
 --train_split='train[:45000]' ...` reads them with NumPy (and Pillow for JPEG) alone: the way onto a
 machine with JAX but no TensorFlow. Always lossless; --jpeg_quality=75 stores JPEG plus the exact
-residual, which for a CIFAR-10 copy that went through JPEG q75 makes train 23 MB (150 MB raw;
-measured 2026-11-26).
+residual, which for a CIFAR-10 copy that went through JPEG q75 makes train a sixth of its raw size
+(docs/airbench.md).
 """
 import json
 import os

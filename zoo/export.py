@@ -118,8 +118,8 @@ def _converter():
   except ImportError as e:
     raise ZooError(f'--format=onnx needs the export extra ({e.name} is not installed); '
                    "pip install -e '.[export]'") from None
-  # jax2onnx imports every plugin it ships (Equinox, MaxText examples, ...) on first use, which takes
-  # 40 s on a 2-core CPU; the primitives' rules are all under plugins/jax and take 5 s.
+  # jax2onnx imports every plugin it ships (Equinox, MaxText examples, ...) on first use, most of its
+  # start-up; the lax primitives' rules, all a jaxpr needs, are under plugins/jax.
   if hasattr(plugin_system, '_import_tree') and not getattr(plugin_system, '_already_imported_plugins', True):
     plugin_system._import_tree(Path(plugin_system.__file__).parent / 'jax', 'jax2onnx.plugins.jax')
     plugin_system._already_imported_plugins = True

@@ -124,8 +124,8 @@ def _read_tfrecords(builder, instructions, split: str) -> dict[str, np.ndarray]:
     records = [r for instruction in instructions for r in _records(instruction)]
     if not records:
       raise ZooError(f'split {split!r} of {builder.name} is empty; pass a split with examples in it')
-    # Measured trick: OpenCV decodes without the GIL, so a second thread parses while one decodes:
-    # train[:25000] of CIFAR-10 3.5 s -> 2.7 s on the 2-core CPU (3 threads: 3.2 s). Order is kept.
+    # OpenCV decodes without the GIL, so a second thread parses while one decodes (measured in
+    # docs/performance.md). Order is kept.
     tasks = [records[i:i + RECORDS_PER_TASK] for i in range(0, len(records), RECORDS_PER_TASK)]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
       parts = list(pool.map(decode, tasks))

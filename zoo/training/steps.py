@@ -95,8 +95,8 @@ def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = Fa
     average = {'params': variables['params'], 'batch_stats': batch_stats} if lookahead else None
     return TrainState.create(apply_fn=on_axis(model, axis_name).apply, params=variables['params'], tx=tx,
                              batch_stats=batch_stats, lookahead=jax.tree.map(jnp.copy, average))
-  # Measured trick: the init runs once, so it is compiled without LLVM optimisation; XLA:CPU spent
-  # 3.6 s optimising the seed CNN's threefry initialisers, 1.0 s without (same values).
+  # The init runs once, so it is compiled without LLVM optimisation: XLA:CPU spends seconds optimising
+  # threefry initialisers for the same values (measured in docs/performance.md).
   lowered = jax.jit(init, out_shardings=replicated(mesh)).lower()
   return lowered.compile(compiler_options={'xla_backend_optimization_level': 0})()
 
@@ -105,9 +105,8 @@ def flops_per_step(lowered) -> float:
   """FLOPs of one step from XLA's cost analysis of the lowered program (a loop body counts once).
 
   The lowered program, not the compiled one: on GPUs XLA compiles convolutions into cuDNN custom
-  calls, which the compiled program's analysis counts as 0 FLOPs (measured on an H200: 10 GFLOP
-  for airbench's 735 GFLOP step). On CPU the two analyses agree. 0.0 means unknown: JAX 0.11.2's
-  CUDA plugin gives no analysis of the lowered program either (seen on the same H200)."""
+  calls, which the compiled program's analysis counts as 0 FLOPs (docs/performance.md). On CPU the
+  two analyses agree. 0.0 means unknown: some GPU plugins give no analysis of the lowered program."""
   analysis = lowered.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   flops = float((analysis or {}).get('flops', 0.0))
