@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _caches_in_a_temporary_folder() -> None:
-  """Points every cache that the code under test keeps at one folder per test session, so that
+  """Points every cache that the code under test keeps at one folder per test run, so that
   tests never write into the home directory: XDG_CACHE_HOME holds the zoo's compiled programs
   and decoded splits (their flags' defaults read it: zoo/cache_dirs.py) and matplotlib's font
   cache, MPLCONFIGDIR matplotlib's settings, KERAS_HOME the keras.json that Keras writes when

@@ -60,7 +60,7 @@ def test_prepared_tfds_data_trains_from_the_files_then_from_the_split_cache_and_
   assert 'read from the split cache' in evaluation.stderr
   assert last_json_line(evaluation.stdout)['accuracy'] == trained['eval_accuracy']
   assert json.loads((tmp_path / 'first' / 'eval.json').read_text())['num_examples'] == 90
-  assert not list(home.iterdir())  # every cache went to the test session's folder
+  assert not list(home.iterdir())  # every cache went to the test run's folder
 
 
 def test_runs_write_nothing_into_the_home_directory(tmp_path):
@@ -74,7 +74,7 @@ def test_runs_write_nothing_into_the_home_directory(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert not list(home.iterdir())
   compiled = os.path.join(os.environ['XDG_CACHE_HOME'], 'zoo', 'jax_compilation')
-  assert os.listdir(compiled)  # the default --compilation_cache, in the test session's folder
+  assert os.listdir(compiled)  # the default --compilation_cache, in the test run's folder
   assert list((tmp_path / 'w').glob('history.png'))
 
 
