@@ -10,13 +10,12 @@ travel with it (`zoo/export.py`). Prints one JSON line naming the files written.
 """
 import json
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, exit_with
 
 flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
 flags.DEFINE_enum('format', None, ['onnx', 'saved_model'], 'What to write.', required=True)
@@ -34,8 +33,7 @@ def main(argv):
     from zoo import export
     written = export.export(FLAGS.workdir, FLAGS.format, FLAGS.output, FLAGS.checkpoint_step)
   except ZooError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    exit_with(e)
   print(json.dumps({'workdir': FLAGS.workdir, 'format': FLAGS.format, 'written': [str(p) for p in written]}),
         flush=True)
 

@@ -12,14 +12,13 @@ your own files in this layout trains with `python -m experiments.images --image_
 """
 import json
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, exit_with
 
 flags.DEFINE_string('dataset', 'cifar10', 'TFDS image or text classification dataset to export.')
 flags.DEFINE_string('split', 'train', 'Split to export, TFDS slicing syntax allowed.')
@@ -54,8 +53,7 @@ def main(argv):
     counts = {name: int((labels == k).sum()) for k, name in enumerate(names)}
     print(json.dumps({'folder': str(out), 'examples': len(labels), 'classes': counts}), flush=True)
   except ZooError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    exit_with(e)
 
 
 if __name__ == '__main__':

@@ -11,13 +11,12 @@ residual, which for a CIFAR-10 copy that went through JPEG q75 makes train a six
 """
 import json
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, exit_with
 
 flags.DEFINE_string('dataset', 'cifar10', 'TFDS dataset to export (an image or text classification dataset).')
 flags.DEFINE_list('splits', ['train', 'test'], 'Splits, TFDS slicing syntax allowed.')
@@ -45,8 +44,7 @@ def main(argv):
       exported.save(path, arrays, meta, jpeg_quality=FLAGS.jpeg_quality)
       print(json.dumps({**meta, 'path': str(path), 'megabytes': round(path.stat().st_size / 2**20, 1)}), flush=True)
   except ZooError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    exit_with(e)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 import typing
 from pathlib import Path
@@ -20,7 +19,7 @@ from absl import logging as absl_logging
 
 from experiments import accelerators, predictions
 from zoo.config import Config
-from zoo.errors import ZooError
+from zoo.errors import ZooError, exit_with
 
 FLAGS = flags.FLAGS
 RECIPES = Path(__file__).resolve().parent / 'recipes'  # the flagfiles, each with its command and result
@@ -125,5 +124,4 @@ def run(argv) -> None:
     else:
       predictions.predict(workdir, FLAGS.checkpoint_step, FLAGS.data_dir)
   except ZooError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    exit_with(e)

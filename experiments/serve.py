@@ -7,7 +7,6 @@ bytes or {"text": "..."}, which answers with the fields `--mode=predict` prints 
 import logging
 import os
 import signal
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # text models tokenize with TensorFlow: keep it quiet
 
@@ -15,7 +14,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from experiments import accelerators  # --accelerator, --compilation_cache, ... as every entry point has them
-from zoo.errors import ZooError
+from zoo.errors import ZooError, exit_with
 
 flags.DEFINE_string('workdir', None, 'The workdir of a training run (config, dataset.json, checkpoints).')
 flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 '
@@ -47,8 +46,7 @@ def main(argv) -> None:
     trained = zoo.load(FLAGS.workdir, step=FLAGS.checkpoint_step, data_dir=FLAGS.data_dir)
     server = serving.make_server(trained, FLAGS.workdir, FLAGS.host, FLAGS.port)
   except ZooError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    exit_with(e)
   signal.signal(signal.SIGTERM, _stop_on_sigterm)
   print(f'Serving {trained.config.model} on {trained.config.data_name} (step {trained.step}) at {server.url}  '
         '(Ctrl-C stops)', flush=True)
