@@ -18,13 +18,13 @@ import numpy as np
 
 def run_onnx(request: dict):
   import onnxruntime
-  session = onnxruntime.InferenceSession(request['path'], providers=['CPUExecutionProvider'])
+  runtime = onnxruntime.InferenceSession(request['path'], providers=['CPUExecutionProvider'])
   inputs = np.load(request['inputs'])
-  name = session.get_inputs()[0].name
-  run = lambda batch: session.run(['probabilities'], {name: batch})[0]
-  metadata = session.get_modelmeta().custom_metadata_map
+  name = runtime.get_inputs()[0].name
+  run = lambda batch: runtime.run(['probabilities'], {name: batch})[0]
+  metadata = runtime.get_modelmeta().custom_metadata_map
   info = {'class_names': json.loads(metadata['class_names']), 'metadata': metadata, 'input_name': name,
-          'input_type': session.get_inputs()[0].type, 'input_shape': session.get_inputs()[0].shape}
+          'input_type': runtime.get_inputs()[0].type, 'input_shape': runtime.get_inputs()[0].shape}
   return run(inputs), run(inputs[:1]), info
 
 
