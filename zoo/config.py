@@ -20,8 +20,8 @@ from zoo import cache_dirs
 from zoo.errors import ZooError
 
 ROLES = ('run', 'eval', 'runtime')
-OPTIMIZERS = ('adam', 'adamw', 'sgd')
-SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle', 'triangular')
+OPTIMIZERS = ('adam', 'adamw', 'sgd', 'muon')  # zoo.training.optimizers builds them
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle', 'triangular', 'linear')
 INPUT_PIPELINES = ('auto', 'device', 'tf_data')
 
 
@@ -46,19 +46,30 @@ class Config:
   batch_size: int = _field(32, 'Global batch size, split evenly over every device of every process; must '
                            'divide by the number of devices.')
   eval_batch_size: int = _field(500, 'Global eval batch size; the last batch is padded and masked.', 'eval')
-  optimizer: str = _field('adam', 'adam | adamw | sgd (momentum --momentum, --nesterov).', choices=OPTIMIZERS)
+  optimizer: str = _field('adam', 'adam | adamw | sgd (momentum --momentum, --nesterov) | muon (airbench94_muon: '
+                          'Muon for the convolution filters that train, at --muon_learning_rate with '
+                          '--muon_momentum; SGD as sgd for every other parameter).', choices=OPTIMIZERS)
   learning_rate: float = _field(1e-3, 'Peak learning rate.')
-  schedule: str = _field('constant', 'constant | cosine | warmup_cosine | onecycle | triangular (optax '
+  schedule: str = _field('constant', 'constant | cosine | warmup_cosine | onecycle | triangular | linear (optax '
                          'schedules; triangular is airbench94\'s: 0.2 lr -> lr at --warmup_epochs -> 0.07 lr '
-                         'at the end).', choices=SCHEDULES)
-  warmup_epochs: float = _field(0.0, 'Linear warm-up length for --schedule=warmup_cosine and triangular.')
+                         'at the end; linear is airbench94_muon\'s: lr -> 0 at the end, after a linear warm-up '
+                         'from 0 if --warmup_epochs, and a parameter that stops early (airbench\'s whitening '
+                         'bias) reaches 0 at its stop).', choices=SCHEDULES)
+  warmup_epochs: float = _field(0.0, 'Linear warm-up length for --schedule=warmup_cosine, triangular and linear.')
   momentum: float = _field(0.9, 'SGD momentum.')
-  nesterov: bool = _field(False, 'Nesterov momentum for SGD.')
-  weight_decay: float = _field(0.0, 'Weight decay (decoupled for adamw, L2 for adam and sgd).')
+  nesterov: bool = _field(False, 'Nesterov momentum for SGD and Muon.')
+  weight_decay: float = _field(0.0, 'Weight decay (decoupled for adamw, L2 for adam, sgd and muon\'s SGD '
+                               'parameters; Muon\'s filters are renormalised every step instead).')
+  muon_learning_rate: float = _field(0.24, '--optimizer=muon: peak learning rate of the Muon filters, on '
+                                     '--schedule; their update has a fixed size whatever the gradient\'s scale.')
+  muon_momentum: float = _field(0.6, '--optimizer=muon: momentum of the Muon filters (torch form: buffer = '
+                                'momentum x buffer + gradient).')
   weight_decay_scope: str = _field('kernels', 'kernels (biases and BatchNorm offsets are not decayed) | all '
                                    '(airbench decays them too).', choices=('kernels', 'all'))
   bias_lr_multiplier: float = _field(1.0, 'Gradient factor for BatchNorm offsets, applied before weight decay '
                                      '(airbench: 64).')
+  head_lr_multiplier: float = _field(1.0, 'Gradient factor for the classifier head (the last dense layer giving '
+                                     'the logits), applied before weight decay (airbench94_muon: 1/64).')
   label_smoothing: float = _field(0.0, 'Label smoothing for the cross-entropy loss.')
   augment: bool = _field(False, 'Random crop (--crop_padding px reflect padding) and horizontal flip of '
                          'training images.')
@@ -138,6 +149,9 @@ class Config:
                        f'--{name}={max(value // device_count, 1) * device_count}')
     if self.learning_rate <= 0:
       raise ZooError(f'--learning_rate={self.learning_rate} is not positive; pass a rate such as --learning_rate=0.001')
+    if self.optimizer == 'muon' and (self.muon_learning_rate <= 0 or not 0 <= self.muon_momentum < 1):
+      raise ZooError(f'--optimizer=muon: --muon_learning_rate={self.muon_learning_rate} or --muon_momentum='
+                     f'{self.muon_momentum} is out of range; pass a positive rate and 0 <= momentum < 1')
     if not 0 <= self.crop_padding <= 16:
       raise ZooError(f'--crop_padding={self.crop_padding} is out of range; pass 0 to 16 pixels')
     if self.lookahead and (self.lookahead_every_steps < 1 or not 0 <= self.lookahead_decay <= 1):

@@ -60,7 +60,8 @@ class Program:
       frozen += tuple(p for p in paths if not p.startswith(self.head + '/'))
     return create_optimizer(self.config, self.steps_per_epoch, frozen=frozen,
                             frozen_after_epochs=getattr(self.model, 'frozen_after_epochs', ()),
-                            batchnorm_scopes=models.batchnorm_scopes(self.model, self.sample))
+                            batchnorm_scopes=models.batchnorm_scopes(self.model, self.sample),
+                            head=self.head if self.config.head_lr_multiplier != 1.0 else '')
 
   @functools.cached_property
   def lookahead(self) -> Optional[steps.Lookahead]:
