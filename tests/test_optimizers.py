@@ -1,3 +1,5 @@
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ from zoo.config import Config
 from zoo.training.optimizers import create_optimizer, create_schedule
 
 
-@pytest.mark.parametrize('schedule', ['constant', 'cosine', 'warmup_cosine', 'onecycle', 'triangular'])
+@pytest.mark.parametrize('schedule', ['constant', 'cosine', 'warmup_cosine', 'onecycle', 'triangular', 'linear'])
 def test_schedules_peak_at_the_learning_rate_and_stay_positive(schedule):
   fn = create_schedule(Config(schedule=schedule, learning_rate=0.1, epochs=4, warmup_epochs=1), 10)
   values = np.array([fn(s) for s in range(41)])
@@ -33,6 +35,23 @@ def test_optimizers_step_downhill_and_decay_only_kernels(optimizer):
 def test_triangular_schedule_is_airbenchs():
   fn = create_schedule(Config(schedule='triangular', learning_rate=1.0, epochs=10, warmup_epochs=2), 10)
   assert [float(fn(s)) for s in (0, 10, 20, 60, 100)] == pytest.approx([0.2, 0.6, 1.0, 0.535, 0.07])
+
+
+def test_linear_schedule_is_airbench94_muons_and_an_early_stop_decays_to_zero_at_its_stop():
+  """lr x (1 - step / total); the whitening bias, stopping after 0.3 epochs of 10 steps, decays over
+  its own 3 steps (airbench94_muon: bias_lr x (1 - step / whiten_bias_train_steps)), then stops."""
+  config = Config(optimizer='sgd', schedule='linear', learning_rate=1.0, momentum=0.0, epochs=2)
+  fn = create_schedule(config, 10)
+  assert [float(fn(s)) for s in (0, 5, 10, 19, 20)] == pytest.approx([1.0, 0.75, 0.5, 0.05, 0.0])
+  warm = create_schedule(dataclasses.replace(config, warmup_epochs=0.5), 10)
+  assert [float(warm(s)) for s in (0, 5, 10, 20)] == pytest.approx([0.0, 1.0, 2 / 3, 0.0])
+  params, grads = {'whiten': {'bias': jnp.zeros(2)}}, {'whiten': {'bias': jnp.ones(2)}}
+  tx = create_optimizer(config, 10, frozen_after_epochs=(('whiten/bias', 0.3),))
+  state, moves = tx.init(params), []
+  for _ in range(6):
+    updates, state = tx.update(grads, state, params)
+    moves.append(float(updates['whiten']['bias'][0]))
+  assert moves == pytest.approx([-1.0, -2 / 3, -1 / 3, 0.0, 0.0, 0.0])
 
 
 def _tree(kernel, bias, offset, whiten):
