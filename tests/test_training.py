@@ -116,6 +116,27 @@ def test_lookahead_and_alternating_flip_resume_bit_identical(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, restore_plain(resumed), restore_plain(tmp_path / 'w'))
 
 
+def test_muon_resumes_bit_identical(tmp_path):
+  """--optimizer=muon on mock data (simple_cnn's convolution filters on Muon, its biases and dense
+  layers on SGD, a linear schedule): the Muon momentum is checkpointed, and a run killed mid epoch
+  resumes to the same model."""
+  flags = ('--optimizer=muon', '--nesterov', '--learning_rate=0.05', '--muon_learning_rate=0.1', '--schedule=linear',
+           '--head_lr_multiplier=0.5', '--checkpoint_every_steps=2', '--keep_checkpoints=20')
+  history = train(tmp_path / 'w', *flags)
+  assert history[-1]['train_loss'] < history[0]['train_loss']
+  kernel = restore_plain(tmp_path / 'w', 8)['params']['Conv_0']['kernel']
+  momentum = [x for x in jax.tree.leaves(restore_plain(tmp_path / 'w', 8)['opt_state']) if x.shape == kernel.shape]
+  assert momentum and all(np.abs(x).max() > 0 for x in momentum)  # Muon's buffer for the filter
+  resumed = tmp_path / 'resumed'
+  shutil.copytree(tmp_path / 'w', resumed)
+  for step_dir in (resumed / 'checkpoints').iterdir():
+    if step_dir.name.isdigit() and int(step_dir.name) > 8:
+      shutil.rmtree(step_dir)
+  (resumed / 'history.json').write_text(json.dumps(history[:1]))
+  assert without_timings(train(resumed, *flags, resumes_from=8)) == without_timings(history)
+  jax.tree.map(np.testing.assert_array_equal, restore_plain(resumed), restore_plain(tmp_path / 'w'))
+
+
 def test_rerunning_a_finished_run_trains_nothing_more(trained):
   workdir, history = trained
   assert without_timings(train(workdir, '--checkpoint_every_steps=2', '--keep_checkpoints=20', resumes_from=12)) == \
