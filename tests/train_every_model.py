@@ -6,7 +6,9 @@ usage: JAX_NUM_CPU_DEVICES=N python tests/train_every_model.py OUT.npz
 Run once per device count by `tests/test_devices.py`, which compares the files: the same global
 batches must give the same model on any number of devices. The steps run through the device-held
 feed's loop, which calls the same per-device step as the tf.data feed (`steps._train_step`; that
-feed is compared across processes in `tests/test_multiprocess.py`).
+feed is compared across processes in `tests/test_multiprocess.py`). Every model trains with SGD but
+airbench, which trains with its Muon optimizer (`--optimizer=muon`, whitening kernel frozen), so that
+Muon's Newton-Schulz step is compared across device counts too at no extra compilation.
 """
 import sys
 
@@ -16,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from zoo.config import Config
 from zoo.models import MODELS, create_model
 from zoo.training import steps
+from zoo.training.optimizers import create_optimizer
 
 BATCH = 16  # global batch: divisible by 1, 2 and 4 devices
 STEPS = 3
@@ -53,8 +57,11 @@ def train(name: str) -> dict:
   rng = np.random.default_rng(0)
   inputs, labels, preprocess = synthetic_split(name, 2 * STEPS * BATCH, rng)
   model = create_model(name, **MODEL_KWARGS[name])
-  state = steps.create_train_state(model, optax.sgd(0.05, momentum=0.9), preprocess(inputs[:1], None),
-                                   jax.random.key(0), mesh)
+  tx = optax.sgd(0.05, momentum=0.9)
+  if name == 'airbench':
+    muon = Config(optimizer='muon', learning_rate=0.05, momentum=0.9, nesterov=True, muon_learning_rate=0.05)
+    tx = create_optimizer(muon, STEPS, frozen=model.frozen)
+  state = steps.create_train_state(model, tx, preprocess(inputs[:1], None), jax.random.key(0), mesh)
   if name == 'ngram':  # its ratios come from the data (as `loop._build` sets them); zero, nothing would train
     params = model.init_from_data(jax.device_get(state.params), preprocess(inputs, None), labels)
     replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), tree)
