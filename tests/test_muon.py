@@ -7,6 +7,7 @@ import pytest
 
 from zoo import models
 from zoo.config import Config
+from zoo.errors import ZooError
 from zoo.models.airbench import AirbenchNet
 from zoo.training.optimizers import create_optimizer, muon_labels, orthogonalize
 
@@ -96,3 +97,10 @@ def test_muon_moves_the_training_filters_and_sgd_the_rest():
   np.testing.assert_allclose(small['whiten']['bias'], -0.1 * grads['whiten']['bias'], rtol=1e-6)
   np.testing.assert_array_equal(small['whiten']['kernel'], 0)
   np.testing.assert_array_equal(large['whiten']['kernel'], 0)
+
+
+def test_muon_settings_out_of_range_are_named():
+  for bad in ({'muon_momentum': 1.0}, {'muon_learning_rate': 0.0}):
+    with pytest.raises(ZooError, match='--optimizer=muon: .* is out of range; pass a positive rate'):
+      Config(optimizer='muon', **bad).validate(1)
+  Config(optimizer='sgd', muon_momentum=1.0).validate(1)  # only muon reads them
