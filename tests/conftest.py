@@ -34,6 +34,13 @@ def _caches_in_a_temporary_folder() -> None:
 _caches_in_a_temporary_folder()
 
 
+def pytest_collection_modifyitems(items):
+  """The tests marked `slow` (each half a minute or more) first, the rest in their usual order:
+  pytest-xdist hands tests out in this order, so the long ones start together instead of ending
+  the run alone on one worker while the other waits."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
 def run_experiment(experiment: str, *flags: str, devices: int = 1, mock: bool = True,
                    examples: int = 96, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
   """`python -m experiments.<experiment> flags...` (on mock data unless mock=False), with `env`

@@ -24,10 +24,7 @@ from zoo.models import MODELS
 ATOL, RTOL = 2e-5, 1e-4
 
 
-# Each test below runs its own subprocesses, no fixture shared between tests: under `pytest -n 2`
-# tests of one module may land on both workers, and a shared setup would then run twice.
-
-
+@pytest.mark.slow
 def test_every_model_trains_alike_on_one_two_and_four_devices(tmp_path):
   """`train_every_model.py` (3 SGD steps of each model in MODELS through the device-held feed's
   loop, BatchNorm and dropout active) once per device count; parameters, BatchNorm statistics and
@@ -58,6 +55,7 @@ def test_every_model_trains_alike_on_one_two_and_four_devices(tmp_path):
   assert not differences, f'(model, devices): max abs difference to 1 device: {differences}'
 
 
+@pytest.mark.slow
 def test_batchnorm_model_trains_resumes_and_evaluates_alike_on_one_and_two_devices(tmp_path):
   """ResNet-20 with its recipe's tricks (augmentation, Nesterov, one-cycle, weight decay, label
   smoothing), 1 epoch of 6 SGD steps on mock data through the command line:

@@ -78,7 +78,8 @@ def _assert_parity(outputs, expected: np.ndarray):
   np.testing.assert_allclose(outputs['first'], expected[:1], rtol=0, atol=TOLERANCE)
 
 
-@pytest.mark.parametrize('model', IMAGE_MODELS + TEXT_MODELS)
+@pytest.mark.parametrize('model', [pytest.param(m, marks=pytest.mark.slow) if m in ('airbench', 'resnet20') else m
+                                   for m in IMAGE_MODELS + TEXT_MODELS])
 def test_exported_models_give_what_predict_gives(model, tmp_path):
   workdir = _train(tmp_path / 'w', model)
   trained = zoo.load(workdir)

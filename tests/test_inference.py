@@ -45,6 +45,7 @@ def test_training_records_class_names_and_input_format(cnn):
   assert description['inputs']['kind'] == 'image' and description['inputs']['shape'] == [32, 32, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('model', ['simple_cnn', 'resnet20'])
 def test_load_predicts_what_eval_mode_measures(tmp_path, model, monkeypatch):
   workdir = _train(tmp_path / 'w', f'--model={model}') if model != 'simple_cnn' else _train(tmp_path / 'w')

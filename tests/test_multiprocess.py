@@ -1,5 +1,5 @@
-"""Two processes on localhost (CPU, gloo collectives, one device each) train as one process with
-two devices: BatchNorm statistics span both processes, dropout masks follow the global example
+"""Two processes on localhost (CPU, gloo collectives, one device each) train as one process on one
+device: BatchNorm statistics span both processes, dropout masks follow the global example
 index, and each process feeds its own rows of every global batch."""
 import json
 import os
@@ -7,12 +7,10 @@ import socket
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 
 from conftest import ROOT
-from test_training import SMALL, assert_trained_alike, restore_plain, train, without_timings
+from test_training import SMALL, assert_trained_alike, train
 
 
 def free_port() -> int:
@@ -26,9 +24,8 @@ def free_port() -> int:
     ('--model=resnet20', '--epochs=1'),  # BatchNorm; the split held on the devices
     ('--model=mlp', '--input_pipeline=tf_data', '--epochs=1'),  # dropout; each process streams its rows
 ], ids=['resnet20-device-feed', 'mlp-tf-data-feed'])
-def test_two_processes_train_like_one_process_with_two_devices(tmp_path, model_flags):
+def test_two_processes_train_like_one_process_on_one_device(tmp_path, model_flags):
   flags = (*SMALL, '--optimizer=sgd', '--learning_rate=0.05', *model_flags)
-  reference = train(tmp_path / 'one', *flags, devices=2)
   port = free_port()
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='1', JAX_PLATFORMS='cpu', MOCK_EXAMPLES='96', TF_CPP_MIN_LOG_LEVEL='2')
   workdir = tmp_path / 'two'
@@ -41,13 +38,7 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, model_f
     assert p.returncode == 0, err[-3000:]
   summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
   assert summaries[0]['eval_accuracy'] == summaries[1]['eval_accuracy']  # identical on every process
+  # Compared with one process on one device: with per-process BatchNorm statistics or dropout masks
+  # (or rows fed twice or not at all) two processes would end far from it.
   history = json.loads((workdir / 'history.json').read_text())
-  for a, b in zip(without_timings(reference), without_timings(history)):
-    assert a.keys() == b.keys()
-    for key in a:
-      assert a[key] == pytest.approx(b[key], rel=1e-5), key
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               restore_plain(workdir)['params'], restore_plain(tmp_path / 'one')['params'])
-  # And as one device alone: neither the device count nor the process count changes the model
-  # (with per-device statistics or masks, 2 x 1 would equal 1 x 2 but not 1 x 1).
   assert_trained_alike(workdir, history, tmp_path / 'single', train(tmp_path / 'single', *flags, devices=1))

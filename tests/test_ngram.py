@@ -5,6 +5,7 @@ import shutil
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import last_json_line, run_experiment
 from zoo.models import MODELS
@@ -118,6 +119,7 @@ FLAGS = ('--model=ngram', '--epochs=2', '--batch_size=16', '--eval_batch_size=40
          '--max_length=32', '--learning_rate=0.01', '--checkpoint_every_steps=3', '--keep_checkpoints=20')
 
 
+@pytest.mark.slow
 def test_ngram_trains_resumes_evaluates_and_predicts_through_the_command_line(tmp_path):
   """2 epochs of 6 steps on mock IMDB; a copy cut back to step 3 resumes and ends identical."""
   workdir = tmp_path / 'run'

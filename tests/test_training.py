@@ -100,6 +100,7 @@ def test_resume_mid_epoch_finishes_bit_identical(trained, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, restore_plain(resumed)['params'], restore_plain(workdir)['params'])
 
 
+@pytest.mark.slow
 def test_lookahead_and_alternating_flip_resume_bit_identical(tmp_path):
   flags = ('--lookahead', '--lookahead_start_epoch=0', '--lookahead_every_steps=4', '--augment',
            '--alternating_flip', '--eval_every_epochs=2', '--checkpoint_every_steps=2', '--keep_checkpoints=20')
@@ -153,17 +154,12 @@ def assert_trained_alike(workdir_a, history_a, workdir_b, history_b):
                restore_plain(workdir_a)['params'], restore_plain(workdir_b)['params'])
 
 
-def test_one_and_two_devices_train_the_same_model(tmp_path):
-  # SGD: Adam divides by tiny second moments and so amplifies summation-order rounding.
-  flags = ('--optimizer=sgd', '--learning_rate=0.05')
-  one, two = train(tmp_path / 'one', *flags), train(tmp_path / 'two', *flags, devices=2)
-  assert_trained_alike(tmp_path / 'two', two, tmp_path / 'one', one)
-
-
-@pytest.mark.parametrize('devices', [1, 2])
-def test_device_held_data_trains_like_the_tf_data_pipeline(tmp_path, devices):
+@pytest.mark.slow
+def test_device_held_data_trains_like_the_tf_data_pipeline(tmp_path):
   """Same batches, same augmentation, same steps: whether the split sits on the devices (several
-  steps per call) or streams through tf.data (one step per call)."""
+  steps per call) or streams through tf.data (one step per call). On two devices, where each feed
+  must also split every batch between them; one device against two is tests/test_devices.py's."""
+  devices = 2
   flags = ('--optimizer=sgd', '--learning_rate=0.05', '--augment')
   streamed = train(tmp_path / 'tf_data', *flags, '--input_pipeline=tf_data', devices=devices)
   held = train(tmp_path / 'device', *flags, '--input_pipeline=device', '--steps_per_dispatch=4', devices=devices)
@@ -189,6 +185,7 @@ def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
                         'simple_cnn has no test-time augmentation', 'drop the flag or use one of: airbench')
 
 
+@pytest.mark.slow
 def test_airbench_recipe_trains_with_its_whitening_frozen(tmp_path):
   recipe = Path(__file__).resolve().parent.parent / 'experiments' / 'recipes' / 'cifar_airbench.flags'
   history = train(tmp_path / 'w', f'--flagfile={recipe}', '--epochs=1', '--warmup_epochs=0.5',
