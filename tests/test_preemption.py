@@ -20,8 +20,9 @@ from zoo.checkpoints import restore_arrays
 # 4 epochs of 20 steps: long enough to signal mid-epoch. A progress line, hence a dispatch boundary,
 # every 3 steps: the processes must agree on a boundary, not on a step (a step count would jump past it).
 EXAMPLES = 320
+# Muon for the filters (SGD for the rest): its momentum must be saved and restored on both processes.
 FLAGS = ('--epochs=4', '--batch_size=16', '--eval_batch_size=80', '--log_every_steps=3',
-         '--optimizer=sgd', '--learning_rate=0.05', '--keep_checkpoints=50')
+         '--optimizer=muon', '--learning_rate=0.05', '--muon_learning_rate=0.05', '--keep_checkpoints=50')
 TOTAL_STEPS = 4 * EXAMPLES // 16
 
 
