@@ -13,11 +13,14 @@
 #   DATA_DIR=.gpu_data [SPLITS=validation|test] [PARTS='timing benchmark determinism ablations'] [SEEDS='0 1 2'] \
 #       bash experiments/gpu_speedrun.sh
 #
+# RECIPE=cifar_airbench_muon.flags runs the Muon recipe instead of cifar_airbench.flags (timing and
+# determinism; the ablations name SGD-recipe tricks).
 # SPLITS=validation (the default) trains on train[:45000] and evaluates on train[45000:];
 # SPLITS=test trains on train and evaluates on test, the airbench94 protocol.
 # Prints the benchmark table, one JSON line per epoch and a JSON summary line per run.
 set -uo pipefail
 DATA_DIR=${DATA_DIR:-${TFDS_DATA_DIR:-}}
+RECIPE=${RECIPE:-cifar_airbench.flags}
 SPLITS=${SPLITS:-validation}
 WORKDIR=${WORKDIR:-workdirs/gpu_speedrun_$(date +%s)}
 PYTHON=${PYTHON:-python}
@@ -66,7 +69,7 @@ recipe() {  # label, extra flags...
   local label=$1; shift
   local start end
   start=$(date +%s.%N)
-  timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m experiments.cifar --flagfile=experiments/recipes/cifar_airbench.flags \
+  timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m experiments.cifar --flagfile="experiments/recipes/$RECIPE" \
     --accelerator=gpu --data_dir="$DATA_DIR" "${SPLIT_FLAGS[@]}" --workdir="$WORKDIR/$label" \
     --log_every_steps=1000 "$@" 2>&1 | grep -v '^[IW]0000 '
   end=$(date +%s.%N)
