@@ -13,6 +13,7 @@ fields (`experiments/launch.py`, `zoo/workdir.py`), so adding a field is one edi
 """
 import dataclasses
 import json
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -25,9 +26,35 @@ SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle', 'triangular', 'l
 INPUT_PIPELINES = ('auto', 'device', 'tf_data')
 
 
-def _field(default, help: str, role: str = 'run', choices: tuple = ()):  # pylint: disable=redefined-builtin
+def _field(default, help: str, role: str = 'run', choices: tuple = (),  # pylint: disable=redefined-builtin
+           at_least: int | None = None, at_most: int | None = None):
+  """`at_least`/`at_most`: the range `validate` checks (a value outside it would crash the run later)."""
   assert role in ROLES, role
-  return dataclasses.field(default=default, metadata={'help': help, 'role': role, 'choices': choices})
+  return dataclasses.field(default=default, metadata={'help': help, 'role': role, 'choices': choices,
+                                                      'range': (at_least, at_most)})
+
+
+def _check_range(field: dataclasses.Field, value) -> None:
+  low, high = field.metadata['range']
+  if (low is None or value >= low) and (high is None or value <= high):
+    return
+  allowed = f'--{field.name}={low} or more' if high is None else f'--{field.name}={low} to {high}'
+  raise ZooError(f'--{field.name}={value} is out of range; pass {allowed}')
+
+
+def _has_type(value, kind) -> bool:
+  """Whether a JSON value fits a field of type `kind` (an int fits a float; a bool is no number)."""
+  if typing.get_origin(kind) is typing.Union:
+    return any(_has_type(value, option) for option in typing.get_args(kind))
+  if kind is type(None):
+    return value is None
+  if isinstance(value, bool) and kind is not bool:
+    return False
+  return isinstance(value, (int, float) if kind is float else kind)
+
+
+def _type_name(kind) -> str:
+  return kind.__name__ if isinstance(kind, type) else str(kind).replace('typing.', '')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +69,7 @@ class Config:
                             '(replaces --dataset).')
   image_size: int = _field(0, 'Resize images to N x N (0: the dataset\'s own size; folders: 32).')
   model: str = _field('simple_cnn', 'Model name from zoo.models.MODELS.')
-  epochs: int = _field(10, 'Number of passes over --train_split.')
+  epochs: int = _field(10, 'Number of passes over --train_split.', at_least=1)
   batch_size: int = _field(32, 'Global batch size, split evenly over every device of every process; must '
                            'divide by the number of devices.')
   eval_batch_size: int = _field(500, 'Global eval batch size; the last batch is padded and masked.', 'eval')
@@ -73,14 +100,15 @@ class Config:
   label_smoothing: float = _field(0.0, 'Label smoothing for the cross-entropy loss.')
   augment: bool = _field(False, 'Random crop (--crop_padding px reflect padding) and horizontal flip of '
                          'training images.')
-  crop_padding: int = _field(4, 'Reflect padding of the random crop, in pixels (4: He et al.; 2: airbench).')
+  crop_padding: int = _field(4, 'Reflect padding of the random crop, in pixels (4: He et al.; 2: airbench).',
+                             at_least=0, at_most=16)
   alternating_flip: bool = _field(False, 'With --augment: mirror each image at random in even epochs and the '
                                   'other way in odd ones (airbench), instead of a fresh coin every epoch.')
   lookahead: bool = _field(False, 'Average the weights and BatchNorm statistics as airbench94 does: from '
                            '--lookahead_start_epoch on, every --lookahead_every_steps steps the weights move '
                            'to an average that follows them; the averaged weights end every epoch.')
-  lookahead_start_epoch: int = _field(3, 'First epoch of --lookahead.')
-  lookahead_every_steps: int = _field(5, 'Steps between --lookahead averaging steps.')
+  lookahead_start_epoch: int = _field(3, 'First epoch of --lookahead.', at_least=0)
+  lookahead_every_steps: int = _field(5, 'Steps between --lookahead averaging steps.', at_least=1)
   lookahead_decay: float = _field(0.95, 'Per-step decay of the --lookahead average at the end of training '
                                   '(it rises as (step / total steps)**3).')
   tta_level: int = _field(-1, 'Test-time augmentation at evaluation (airbench): 0 none, 1 mirror, 2 mirror + '
@@ -93,20 +121,24 @@ class Config:
                           '(other classes) is created anew.')
   freeze: str = _field('none', 'none | backbone: train the classifier head only; every other parameter keeps '
                        'its value (BatchNorm statistics still follow the new data).', choices=('none', 'backbone'))
-  seed: int = _field(0, 'Seeds parameters, data order, augmentation and dropout.')
+  seed: int = _field(0, 'Seeds parameters, data order, augmentation and dropout.', at_least=0, at_most=2**63 - 1)
   train_split: str = _field('train', 'TFDS split to train on (slicing works: "train[:45000]").')
   eval_split: str = _field('test', 'TFDS split to evaluate on after every epoch and in --mode=eval.', 'eval')
-  checkpoint_every_steps: int = _field(0, 'Also checkpoint every this many steps (0: once per epoch).', 'runtime')
-  keep_checkpoints: int = _field(3, 'How many recent checkpoints to keep.', 'runtime')
-  log_every_steps: int = _field(200, 'Progress line every this many steps.', 'runtime')
+  checkpoint_every_steps: int = _field(0, 'Also checkpoint every this many steps (0: once per epoch).', 'runtime',
+                                       at_least=0)
+  keep_checkpoints: int = _field(3, 'How many recent checkpoints to keep, 1 or more: the newest is never deleted. '
+                                 'A resumed run with a smaller value deletes its oldest checkpoints beyond it at '
+                                 'its next save.', 'runtime', at_least=1)
+  log_every_steps: int = _field(200, 'Progress line every this many steps.', 'runtime', at_least=1)
   eval_every_epochs: int = _field(1, 'Evaluate --eval_split every this many epochs (and after the last).',
-                                  'runtime')
+                                  'runtime', at_least=1)
   vocab_size: Optional[int] = _field(None, 'Text only: vocabulary size, OOV and padding ids included.')
   max_length: Optional[int] = _field(None, 'Text only: tokens per example after post-padding/truncation.')
   input_pipeline: str = _field('auto', 'auto | device (split held on the devices, batches gathered and '
                                'augmented in the jitted step) | tf_data (batches streamed from the host); same '
                                'results.', 'runtime', INPUT_PIPELINES)
-  steps_per_dispatch: int = _field(50, 'With --input_pipeline=device: train steps per jitted call.', 'runtime')
+  steps_per_dispatch: int = _field(50, 'With --input_pipeline=device: train steps per jitted call.', 'runtime',
+                                   at_least=1)
   split_cache: str = _field(cache_dirs.default_dir('splits'), 'Directory for decoded TFDS splits (.npz; used with an '
                             'explicit --data_dir): later runs skip decoding the images; \'\' turns it off.',
                             'runtime')
@@ -133,14 +165,13 @@ class Config:
       choices, value = field.metadata['choices'], getattr(self, field.name)
       if choices and value not in choices:
         raise ZooError(f'unknown --{field.name}={value!r}; choose one of: {", ".join(choices)}')
+      _check_range(field, value)
     if self.image_folder and self.text_folder:
       raise ZooError('--image_folder and --text_folder were both given; pass the one your files are')
     if not (self.dataset or self.image_folder or self.text_folder):
       raise ZooError('no data given; pass --dataset=NAME (TFDS) or --image_folder=DIR / --text_folder=DIR')
     if self.image_size < 0 or 0 < self.image_size < 8:
       raise ZooError(f'--image_size={self.image_size} is too small; pass 8 or more, or 0 for the dataset\'s size')
-    if self.epochs <= 0:
-      raise ZooError(f'--epochs={self.epochs}: the number of epochs must be positive; pass --epochs=1 or more')
     for name in ('batch_size', 'eval_batch_size'):
       value = getattr(self, name)
       if value <= 0 or value % device_count:
@@ -152,24 +183,21 @@ class Config:
     if self.optimizer == 'muon' and (self.muon_learning_rate <= 0 or not 0 <= self.muon_momentum < 1):
       raise ZooError(f'--optimizer=muon: --muon_learning_rate={self.muon_learning_rate} or --muon_momentum='
                      f'{self.muon_momentum} is out of range; pass a positive rate and 0 <= momentum < 1')
-    if not 0 <= self.crop_padding <= 16:
-      raise ZooError(f'--crop_padding={self.crop_padding} is out of range; pass 0 to 16 pixels')
-    if self.lookahead and (self.lookahead_every_steps < 1 or not 0 <= self.lookahead_decay <= 1):
-      raise ZooError('--lookahead: the averaging settings are out of range; pass --lookahead_every_steps >= 1 and 0 <= --lookahead_decay <= 1')
-    if self.eval_every_epochs < 1:
-      raise ZooError(f'--eval_every_epochs={self.eval_every_epochs} is not positive; pass 1 or more')
+    if self.lookahead and not 0 <= self.lookahead_decay <= 1:
+      raise ZooError(f'--lookahead_decay={self.lookahead_decay} is out of range; pass 0 <= --lookahead_decay <= 1')
     if self.tta_level not in (-1, 0, 1, 2):
       raise ZooError(f'--tta_level={self.tta_level} is unknown; choose 0 (none), 1 (mirror), 2 (mirror + translations) '
                      'or -1 (the model\'s default)')
-    if self.steps_per_dispatch < 1:
-      raise ZooError(f'--steps_per_dispatch={self.steps_per_dispatch} is not positive; pass 1 or more')
-    if self.checkpoint_every_steps < 0:
-      raise ZooError(f'--checkpoint_every_steps={self.checkpoint_every_steps} is negative; pass 0 (once per epoch) or a step count')
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
   @classmethod
   def from_dict(cls, values: dict) -> 'Config':
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
+    """The Config `values` (config.json) describe; names it does not know are left out (fields of
+    earlier versions). Raises TypeError naming a value of the wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+      if name in fields and not _has_type(value, fields[name].type):
+        raise TypeError(f'{name}={value!r} is not of type {_type_name(fields[name].type)}')
+    return cls(**{k: v for k, v in values.items() if k in fields})
