@@ -8,6 +8,8 @@ import pytest
 
 from conftest import assert_one_line_error, real_data_dir, run_experiment
 from test_training import restore_plain
+from zoo import workdir as workdir_lib
+from zoo.errors import ZooError
 
 SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40')
 
@@ -22,6 +24,8 @@ SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40')
     (('--accelerator=gpu',), '--accelerator=gpu', 'or pass --accelerator=cpu', 1),
     (('--accelerator=tpu',), '--accelerator=tpu', 'or pass --accelerator=cpu', 1),
     (('--learning_rate=0',), '--learning_rate=0.0', 'pass a rate such as', 1),
+    (('--keep_checkpoints=-1',), '--keep_checkpoints=-1', 'pass --keep_checkpoints=1 or more', 1),
+    (('--log_every_steps=0',), '--log_every_steps=0', 'pass --log_every_steps=1 or more', 1),
 ])
 def test_bad_flags(tmp_path, flags, problem, fix, devices):
   result = run_experiment('cifar', f'--workdir={tmp_path / "w"}', *SMALL, *flags, devices=devices)
@@ -50,6 +54,33 @@ def test_eval_of_a_workdir_without_checkpoints(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'model': 'simple_cnn'}))
   assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path}'), 'has no checkpoint',
                         'train first')
+
+
+def test_a_config_json_that_is_no_object_stops_training_with_one_line(tmp_path):
+  (tmp_path / 'config.json').write_text('[]')
+  result = run_experiment('cifar', f'--workdir={tmp_path}', *SMALL)
+  assert_one_line_error(result, 'config.json is not what the zoo writes', 'restore it or use a new --workdir')
+  assert (tmp_path / 'config.json').read_text() == '[]'  # kept as it was
+
+
+@pytest.mark.parametrize('content', ['[]', '"simple_cnn"', '42', 'null', '{"model": "simple_cnn"', '\x89PNG',
+                                     '{"epochs": "ten"}', '{"nesterov": 1}', '{"vocab_size": [3]}'])
+def test_a_config_json_the_zoo_did_not_write_is_named_in_one_line(tmp_path, content):
+  (tmp_path / 'config.json').write_text(content)
+  for read in (workdir_lib.read_config, workdir_lib.trained_config):
+    with pytest.raises(ZooError, match=r'config.json is not .*; restore it or use a new --workdir'):
+      read(tmp_path)
+
+
+@pytest.mark.parametrize('name, content', [('history.json', '{}'), ('history.json', '[1, 2]'),
+                                           ('history.json', '[{"step": 6}]'), ('dataset.json', '[]'),
+                                           ('eval.json', '"accuracy"')])
+def test_other_workdir_files_the_zoo_did_not_write_are_named_in_one_line(tmp_path, name, content):
+  (tmp_path / name).write_text(content)
+  read = {'history.json': workdir_lib.read_history, 'dataset.json': workdir_lib.read_description,
+          'eval.json': workdir_lib.read_eval}[name]
+  with pytest.raises(ZooError, match=f'{name} is not .*; restore it or use a new --workdir'):
+    read(tmp_path)
 
 
 def test_a_workdir_of_another_model_is_refused_and_kept(tmp_path):

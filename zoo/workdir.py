@@ -10,10 +10,13 @@
   tensorboard/         event files
   eval.json            written by --mode=eval; report/, its figures and page
 ```
-Writes are atomic (a temporary file and a rename), so a kill never leaves half a file, and only
-process 0 writes, except where a function says otherwise.
+Writes are atomic (a temporary file and a rename), so a kill or a full disk never leaves half a
+file, and only process 0 writes, except where a function says otherwise. A full disk stops the run
+with one line naming it (`full_disk_as_error`); what was written before stays.
 """
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -36,23 +39,67 @@ REPORT_DIR = 'report'
 VOCABULARY_WAIT_SECONDS = 600  # learning a vocabulary of IMDB's 25,000 reviews takes ~10 s
 
 
+_FULL_DISK_MESSAGES = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
+
+
+def _is_full_disk(error: BaseException) -> bool:
+  """An OSError ENOSPC/EDQUOT anywhere in the chain, or the same text in another type's message
+  (TensorStore, which writes orbax's arrays, raises `ValueError('RESOURCE_EXHAUSTED: ... No space
+  left on device')`: measured on a full tmpfs)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if any(message in str(error) for message in _FULL_DISK_MESSAGES):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+@contextlib.contextmanager
+def full_disk_as_error(path):
+  """Turns a full disk while writing `path` (a file or a directory) into one ZooError line: the disk
+  and the fix. Every write in the workdir is atomic, so what was saved before is intact."""
+  try:
+    yield
+  except ZooError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if not _is_full_disk(e):
+      raise
+    raise ZooError(f'the disk holding {path} is full ({os.strerror(errno.ENOSPC)}), and what was saved before is '
+                   'intact; free space on it and rerun the same command (training resumes from its last '
+                   'checkpoint)') from e
+
+
 def _write_text(path: Path, text: str) -> None:
   """Via a temporary file (named per process, so that two writers never share one) and a rename."""
-  path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
-  tmp.write_text(text, encoding='utf-8')
-  tmp.replace(path)
+  with full_disk_as_error(path):
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      tmp.write_text(text, encoding='utf-8')
+      tmp.replace(path)
+    finally:
+      with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)  # a write that failed half-way
 
 
 def write_json(path: Path, value) -> None:
   _write_text(Path(path), json.dumps(value, indent=2) + '\n')
 
 
-def _read_json(path: Path):
+def _read_json(path: Path, kind: type):
+  """The JSON value in `path`, which must be a `kind` (a file edited or damaged by hand is named)."""
   try:
-    return json.loads(path.read_text())
+    value = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ZooError(f'{path} is not readable JSON ({e}); restore it or use a new --workdir') from e
+  if not isinstance(value, kind):
+    raise ZooError(f'{path} is not what the zoo writes (a JSON {"object" if kind is dict else "list"}, not '
+                   f'{type(value).__name__}); restore it or use a new --workdir')
+  return value
 
 
 # config.json
@@ -62,8 +109,9 @@ def read_config(workdir) -> Optional[Config]:
   path = Path(workdir) / CONFIG_FILE
   if not path.exists():
     return None
+  values = _read_json(path, dict)
   try:
-    return Config.from_dict(_read_json(path))
+    return Config.from_dict(values)
   except TypeError as e:
     raise ZooError(f'{path} is not a readable config ({e}); restore it or use a new --workdir') from e
 
@@ -105,7 +153,7 @@ def record_config(config: Config, workdir) -> None:
 
 def read_description(workdir) -> Optional[dict]:
   path = Path(workdir) / DESCRIPTION_FILE
-  return _read_json(path) if path.exists() else None
+  return _read_json(path, dict) if path.exists() else None
 
 
 def record_description(workdir, description: dict) -> None:
@@ -143,8 +191,13 @@ def write_vocabulary(workdir, words: list[str]) -> None:
 # history.json, history.png, eval.json, report/
 
 def read_history(workdir) -> list[dict]:
+  """One dict per epoch, each with its `epoch` number."""
   path = Path(workdir) / HISTORY_FILE
-  return _read_json(path) if path.exists() else []
+  history = _read_json(path, list) if path.exists() else []
+  if not all(isinstance(entry, dict) and isinstance(entry.get('epoch'), int) for entry in history):
+    raise ZooError(f'{path} is not what the zoo writes (one JSON object with an "epoch" number per epoch); '
+                   'restore it or use a new --workdir')
+  return history
 
 
 def write_history(workdir, history: list[dict]) -> None:
@@ -165,7 +218,7 @@ def checkpoint_dir(workdir) -> Path:
 
 def read_eval(workdir) -> Optional[dict]:
   path = Path(workdir) / EVAL_FILE
-  return _read_json(path) if path.exists() else None
+  return _read_json(path, dict) if path.exists() else None
 
 
 def write_eval(workdir, report: dict) -> None:

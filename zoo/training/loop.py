@@ -30,7 +30,7 @@ def _is_chief() -> bool:
 
 
 def _stop_for_preemption(preemption: Preemption, manager, step: int, history: list[dict]) -> list[dict]:
-  manager.wait_until_finished()
+  checkpoints.wait_until_finished(manager)
   log.warning('SIGTERM: saved step %d in %s; rerun the same command to resume', step, manager.directory)
   preemption.restore()
   return history
@@ -58,7 +58,7 @@ def _save(manager, state, metrics, step: int, loss: float) -> None:
 def _check_finite(loss: float, manager, step: int, state=None) -> None:
   if math.isfinite(loss) and (state is None or steps.all_finite(state.params)):
     return
-  manager.wait_until_finished()
+  checkpoints.wait_until_finished(manager)
   last = manager.latest_step()
   kept = f'the last good checkpoint is step {last}' if last is not None else 'no checkpoint was written'
   raise ZooError(f'the training loss became NaN/inf by step {step}; stopped without saving ({kept}). '
@@ -119,8 +119,13 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the history.
 
   Set up, restore, then per epoch: train, evaluate, report, save. A SIGTERM (preemption) saves the
-  step reached and returns early; the same call resumes there."""
-  workdir = Path(workdir)
+  step reached and returns early; the same call resumes there. A full disk stops the run with one
+  ZooError line, whichever file was being written."""
+  with workdir_lib.full_disk_as_error(workdir):
+    return _train_and_evaluate(config, Path(workdir), data_dir)
+
+
+def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> list[dict]:
   mesh = steps.data_mesh()
   dataset, train_split, eval_split, steps_per_epoch = _open(config, workdir, data_dir)
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, train_split.inputs[:1]),
@@ -197,7 +202,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
     _save(manager, state, metrics, step, train['loss'])
     if preemption.requested:
       return _stop_for_preemption(preemption, manager, step, history)
-  manager.wait_until_finished()
+  checkpoints.wait_until_finished(manager)
   tensorboard.close()
   preemption.restore()
   return history
@@ -245,11 +250,12 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, **ov
             **report.classification_metrics(probabilities, labels, class_names)}
   log.info('evaluated %d examples in %.1f s', len(labels), time.perf_counter() - start)
   if _is_chief():
-    workdir_lib.write_eval(workdir, result)
-    examples = dataset.texts(config.eval_split) if dataset.kind == 'text' else eval_split.inputs
-    page = report.write_report(
-        workdir_lib.report_dir(workdir), result, probabilities, labels, kind=dataset.kind, examples=examples,
-        history=workdir_lib.read_history(workdir), title=f'{config.model} on {config.data_name}',
-        summary={k: result[k] for k in ('model', 'dataset', 'split', 'step', 'num_examples', 'accuracy', 'loss')})
+    with workdir_lib.full_disk_as_error(workdir):  # the report's pictures too
+      workdir_lib.write_eval(workdir, result)
+      examples = dataset.texts(config.eval_split) if dataset.kind == 'text' else eval_split.inputs
+      page = report.write_report(
+          workdir_lib.report_dir(workdir), result, probabilities, labels, kind=dataset.kind, examples=examples,
+          history=workdir_lib.read_history(workdir), title=f'{config.model} on {config.data_name}',
+          summary={k: result[k] for k in ('model', 'dataset', 'split', 'step', 'num_examples', 'accuracy', 'loss')})
     log.info('report: %s', page)
   return result
