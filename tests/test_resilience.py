@@ -297,6 +297,20 @@ def test_a_directory_that_may_not_be_read_is_no_damage(reference, template, tmp_
   assert listing(workdir) == before
 
 
+def test_a_resumed_run_with_fewer_checkpoints_to_keep_prunes_the_oldest_and_keeps_the_newest(reference, template,
+                                                                                           tmp_path):
+  """What --keep_checkpoints' help says; 0, which would delete the newest too, is refused (test_config.py)."""
+  workdir = copy_steps(reference, tmp_path / 'w')
+  manager = checkpoints.create_manager(workdir, keep=1)
+  assert saved_steps(workdir) == [16, 17, 18]  # opening prunes nothing
+  state, metrics = template
+  checkpoints.save(manager, state.replace(step=state.step + 1), metrics)
+  checkpoints.wait_until_finished(manager)
+  assert saved_steps(workdir) == [19]
+  with pytest.raises(ValueError, match='keep=0'):
+    checkpoints.create_manager(workdir, keep=0)
+
+
 # A full disk: one line naming it, and everything written before kept.
 
 NO_SPACE = os.strerror(errno.ENOSPC)
