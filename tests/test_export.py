@@ -73,9 +73,17 @@ def _run_outside_jax(tmp_path: Path, requests: list[dict]) -> tuple[list, list[d
 
 
 def _assert_parity(outputs, expected: np.ndarray):
+  """Equal within TOLERANCE, and every probability finite: a NaN in both is a failure, not a match."""
   assert outputs['batch'].shape == expected.shape and outputs['batch'].dtype == np.float32
-  np.testing.assert_allclose(outputs['batch'], expected, rtol=0, atol=TOLERANCE)
-  np.testing.assert_allclose(outputs['first'], expected[:1], rtol=0, atol=TOLERANCE)
+  assert np.isfinite(expected).all() and np.isfinite(outputs['batch']).all() and np.isfinite(outputs['first']).all()
+  np.testing.assert_allclose(outputs['batch'], expected, rtol=0, atol=TOLERANCE, equal_nan=False)
+  np.testing.assert_allclose(outputs['first'], expected[:1], rtol=0, atol=TOLERANCE, equal_nan=False)
+
+
+def test_parity_fails_on_nan_even_where_both_sides_have_it():
+  expected = np.array([[0.5, np.nan]], np.float32)
+  with pytest.raises(AssertionError):
+    _assert_parity({'batch': expected.copy(), 'first': expected[:1].copy()}, expected)
 
 
 @pytest.mark.parametrize('model', [pytest.param(m, marks=pytest.mark.slow) if m in ('airbench', 'resnet20') else m
@@ -103,6 +111,9 @@ def test_exported_models_give_what_predict_gives(model, tmp_path):
     onnx_path = workdir / 'export' / 'model.onnx'
     with pytest.raises(ZooError, match='model.onnx exists already; remove it or pass --output=PATH elsewhere'):
       export.export(workdir, 'onnx')  # an existing export is never overwritten
+    (tmp_path / 'a_file').write_text('')
+    with pytest.raises(ZooError, match=r'a_file is a file, not a folder; pass --output=PATH under a folder'):
+      export.export(workdir, 'onnx', tmp_path / 'a_file' / 'deeper' / 'model.onnx')
   else:
     onnx_path = export.export(workdir, 'onnx', tmp_path / 'exported' / 'model.onnx')[-1]
   saved = export.export(workdir, 'saved_model')[0]
@@ -121,6 +132,19 @@ def test_exported_models_give_what_predict_gives(model, tmp_path):
   assert onnx_info['input_shape'][0] == 'batch' and onnx_info['metadata']['step'] == str(trained.step)
   assert saved_info['class_names'] == saved_info['asset_class_names'] == trained.class_names
   assert saved_info['metadata']['model'] == model
+  if model == 'ngram':  # a write that fails half-way (a full disk) leaves nothing, so the retry is not refused
+    target = tmp_path / 'retry' / 'model.onnx'
+    write_bytes = Path.write_bytes
+    def fail_on_the_model(path, data):
+      if path.name.startswith('model.onnx'):
+        raise OSError(28, 'No space left on device')
+      return write_bytes(path, data)
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(Path, 'write_bytes', fail_on_the_model)
+      with pytest.raises(ZooError, match=r'No space left on device\); free some space .*\(nothing was written\)'):
+        export.export(workdir, 'onnx', target)
+    assert not list(target.parent.iterdir())
+    assert export.export(workdir, 'onnx', target) == [export.vocabulary_path(target), target]
   if trained.kind == 'text':
     assert onnx_info['input_name'] == 'token_ids' and onnx_info['input_type'] == 'tensor(int32)'
     assert saved_info['input_name'] == 'texts'
@@ -176,6 +200,28 @@ def test_a_model_onnx_cannot_take_stops_with_one_line(tmp_path, monkeypatch):
   assert message.startswith('--model=custom cannot be exported to onnx') and 'zoo_test_unconvertible' in message
   assert message.endswith('export it with --format=saved_model instead') and '\n' not in message
   assert not list(tmp_path.iterdir())  # nothing written
+
+
+class _FakeTrained:  # the parts of a TrainedModel that write_onnx and write_saved_model read
+  kind, input_shape, class_names, step = 'image', (4, 4, 1), ['a', 'b'], 1
+  description = {'inputs': {'kind': 'image', 'shape': [4, 4, 1]}}
+  config = type('Config', (), {'model': 'custom'})
+
+
+@pytest.mark.parametrize('export_format', ['onnx', 'saved_model'])
+def test_a_converter_failure_is_one_line_and_writes_nothing(export_format, tmp_path, monkeypatch):
+  def broken(x):
+    raise ValueError('a converter bug\nwith a second line')
+  monkeypatch.setattr(export, 'serving_function', lambda trained: broken)
+  write = export.write_onnx if export_format == 'onnx' else export.write_saved_model
+  with pytest.raises(ZooError) as error:
+    write(_FakeTrained(), tmp_path / 'model')
+  message = str(error.value)
+  other = 'saved_model' if export_format == 'onnx' else 'onnx'
+  assert message.startswith(f'--model=custom could not be exported to {export_format}: the converter failed '
+                            '(ValueError: a converter bug)') and '\n' not in message
+  assert f'; try --format={other}' in message
+  assert not list(tmp_path.iterdir())  # nothing written, no temporary folder left
 
 
 def test_export_without_the_extra_says_how_to_install_it(monkeypatch):

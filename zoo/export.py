@@ -92,10 +92,37 @@ def export(workdir, export_format: str, output=None, step: int | None = None) ->
   for target in targets:
     if target.exists():
       raise ZooError(f'{target} exists already; remove it or pass --output=PATH elsewhere (nothing is overwritten)')
-  output.parent.mkdir(parents=True, exist_ok=True)
+  _make_folder(output.parent)
   if export_format == 'onnx':
     return write_onnx(trained, output)
   return [write_saved_model(trained, output)]
+
+
+def _make_folder(folder: Path) -> None:
+  """Creates `folder` (and its parents), or says in one line why it cannot: a file in the way, no
+  permission, a full disk."""
+  blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+  if blocking is not None:
+    raise ZooError(f'cannot write under {folder}: {blocking} is a file, not a folder; '
+                   'pass --output=PATH under a folder')
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ZooError(f'cannot create the folder {folder} ({e.strerror or e}); pass --output=PATH under a folder '
+                   'you can write') from None
+
+
+def _converter_failure(trained, export_format: str, error: Exception) -> ZooError:
+  """A converter's own failure (a bug or a gap in jax2onnx or jax2tf, not the user's input) as one line
+  that names the model and the format and says what to try."""
+  other = 'saved_model' if export_format == 'onnx' else 'onnx'
+  lines = [line.strip() for line in str(error).strip().splitlines()]
+  # tf.function prefixes the error with "in user code:" and a stack; its own line names the type again.
+  own = [line[len(type(error).__name__) + 2:] for line in lines if line.startswith(f'{type(error).__name__}: ')]
+  first_line = (own or lines or [''])[0][:300]
+  return ZooError(f'--model={trained.config.model} could not be exported to {export_format}: the converter failed '
+                  f'({type(error).__name__}: {first_line}); try --format={other}, or report it with the command '
+                  'you ran')
 
 
 def _metadata(trained: inference.TrainedModel) -> dict[str, str]:
@@ -214,8 +241,10 @@ def write_onnx(trained: inference.TrainedModel, output: Path) -> list[Path]:
   except NotImplementedError as e:  # jax2onnx: "No plugins registered for primitive 'x'"
     raise ZooError(f'--model={trained.config.model} cannot be exported to onnx: the converter (jax2onnx) '
                    f'lacks an operation it uses ({e}); export it with --format=saved_model instead') from None
+  except Exception as e:  # anything else jax2onnx raises is its own failure, not the user's input
+    raise _converter_failure(trained, 'onnx', e) from None
   metadata = _metadata(trained)
-  written = [output]
+  files = {}
   if trained.kind == 'text':
     vocabulary = vocabulary_path(output)
     metadata['vocabulary'] = vocabulary.name
@@ -223,17 +252,31 @@ def write_onnx(trained: inference.TrainedModel, output: Path) -> list[Path]:
                              'is id i; 0 padding, 1 out of vocabulary), '
                              + trained.description['inputs']['preprocessing'])
     words = ['', '[UNK]'] + trained.dataset.tokenizer().vocabulary  # ids 0 (padding) and 1 (out of vocabulary)
-    _write_atomically(vocabulary, '\n'.join(words).encode('utf-8'))
-    written.append(vocabulary)
+    files[vocabulary] = '\n'.join(words).encode('utf-8')
   onnx.helper.set_model_props(model, metadata)
-  _write_atomically(output, model.SerializeToString())
-  return written[::-1]
+  files[output] = model.SerializeToString()
+  _write_all_or_nothing(files)
+  return list(files)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-  temporary = path.with_name(f'{path.name}.{os.getpid()}.tmp')
-  temporary.write_bytes(data)
-  temporary.replace(path)  # a reader sees no file or the whole file
+def _write_all_or_nothing(files: dict[Path, bytes]) -> None:
+  """Writes every file, each through a temporary name, or none: a failure (a full disk) removes what
+  this call wrote, so that a retry of the same export is not refused for a half-written one."""
+  written = []
+  try:
+    for path, data in files.items():
+      temporary = path.with_name(f'{path.name}.{os.getpid()}.tmp')
+      try:
+        temporary.write_bytes(data)
+        temporary.replace(path)  # a reader sees no file or the whole file
+      finally:
+        temporary.unlink(missing_ok=True)
+      written.append(path)
+  except OSError as e:
+    for done in written:
+      done.unlink(missing_ok=True)
+    raise ZooError(f'cannot write {path} ({e.strerror or e}); free some space or pass --output=PATH elsewhere '
+                   '(nothing was written)') from None
 
 
 # SavedModel
@@ -253,13 +296,30 @@ def write_saved_model(trained: inference.TrainedModel, output: Path) -> Path:
   # StableHLO for CPU and CUDA: the zoo's convolutions differ by platform (`lax.platform_dependent`).
   converted = jax2tf.convert(serving_function(trained), polymorphic_shapes=[polymorphic], with_gradient=False,
                              native_serialization_platforms=('cpu', 'cuda'))
+  temporary = output.with_name(f'{output.name}.{os.getpid()}.tmp')
+  shutil.rmtree(temporary, ignore_errors=True)  # a leftover of this process id's earlier crash
+  try:
+    _save_module(tf, trained, converted, shape, dtype, temporary)
+    (temporary / 'model').replace(output)
+  except ZooError:
+    raise
+  except OSError as e:
+    raise ZooError(f'cannot write {output} ({e.strerror or e}); free some space or pass --output=PATH elsewhere '
+                   '(nothing was written)') from None
+  except Exception as e:  # jax2tf's or TensorFlow's own failure while tracing and saving
+    raise _converter_failure(trained, 'saved_model', e) from None
+  finally:
+    shutil.rmtree(temporary, ignore_errors=True)
+  return output
+
+
+def _save_module(tf, trained: inference.TrainedModel, converted, shape: tuple, dtype, temporary: Path) -> None:
+  """Saves the SavedModel of `converted` as `temporary/model`."""
   module = tf.Module()
   module.probabilities = tf.function(converted, autograph=False,
                                      input_signature=[tf.TensorSpec([None, *shape], dtype)])
   module.class_names = tf.Variable(trained.class_names, trainable=False, dtype=tf.string)
   module.metadata = tf.Variable(json.dumps(_metadata(trained)), trainable=False, dtype=tf.string)
-  temporary = output.with_name(f'{output.name}.{os.getpid()}.tmp')
-  shutil.rmtree(temporary, ignore_errors=True)  # a leftover of this process id's earlier crash
   temporary.mkdir(parents=True)
   (temporary / CLASS_NAMES_FILE).write_text('\n'.join(trained.class_names), encoding='utf-8')
   module.class_names_file = tf.saved_model.Asset(str(temporary / CLASS_NAMES_FILE))
@@ -279,12 +339,7 @@ def write_saved_model(trained: inference.TrainedModel, output: Path) -> Path:
     def serve_token_ids(token_ids):
       return {'probabilities': module.probabilities(token_ids)}
     signatures = {'serving_default': serve, 'token_ids': serve_token_ids}
-  saved = temporary / 'model'
-  tf.saved_model.save(module, str(saved), signatures=signatures)
-  (temporary / CLASS_NAMES_FILE).unlink()  # copied into saved/assets
-  saved.replace(output)
-  temporary.rmdir()
-  return output
+  tf.saved_model.save(module, str(temporary / 'model'), signatures=signatures)
 
 
 def _character_class(characters: str) -> str:
