@@ -58,13 +58,19 @@ def last_json_line(stdout: str) -> dict:
   return json.loads(stdout.strip().splitlines()[-1])
 
 
+def in_ci() -> bool:
+  """CI=true (any case), as `.ci/run` sets it: where a test whose requirement is missing fails instead
+  of skipping."""
+  return os.environ.get('CI', '').lower() == 'true'
+
+
 def real_data_dir(dataset: str) -> str:
   """$TFDS_DATA_DIR when it holds `dataset`, else skip the calling test; with CI=true (as CI
   runs) fail it instead, so that missing data cannot pass for a green run."""
   data_dir = os.environ.get('TFDS_DATA_DIR')
   if not data_dir or not (Path(data_dir) / dataset).is_dir():
     reason = f'TFDS_DATA_DIR ({data_dir or "unset"}) does not hold {dataset}'
-    if os.environ.get('CI', '').lower() == 'true':
+    if in_ci():
       pytest.fail(f'{reason}: CI runs every real-data test; give CI the prepared dataset')
     pytest.skip(reason)
   return data_dir

@@ -101,7 +101,8 @@ def test_a_diverging_run_stops_at_a_named_step_and_keeps_its_last_good_checkpoin
   assert_one_line_error(result, 'NaN/inf by step', 'Lower --learning_rate')
   stopped = int(re.search(r'by step (\d+)', result.stderr).group(1))
   kept = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
-  assert all(step < stopped for step in kept)
-  if kept:  # what was kept is good
-    params = restore_plain(tmp_path)['params']
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+  # Checked every step (--log_every_steps=1): the step before the NaN was saved, and nothing after it.
+  assert kept and kept[-1] == stopped - 1, (kept, stopped)
+  assert f'the last good checkpoint is step {kept[-1]}' in result.stderr
+  params = restore_plain(tmp_path)['params']  # what was kept is good
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_one_line_error, run_experiment
+from conftest import ROOT, assert_one_line_error, in_ci, run_experiment
 
 EXTRA = ('jax2onnx', 'onnx', 'onnxruntime')
 _missing = [name for name in EXTRA if importlib.util.find_spec(name) is None]
 if _missing:
-  if os.environ.get('CI') == 'true':  # CI installs '.[test,export]': a missing converter is a failure there
+  if in_ci():  # CI installs '.[test,export]': a missing converter is a failure there
     pytest.fail(f'the export extra is not installed ({", ".join(_missing)})', pytrace=False)
   pytest.skip(f'the export extra is not installed ({", ".join(_missing)}): pip install -e ".[export]"',
               allow_module_level=True)

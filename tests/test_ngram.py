@@ -141,7 +141,12 @@ def test_ngram_trains_resumes_evaluates_and_predicts_through_the_command_line(tm
   first, second = zoo.load(workdir), zoo.load(interrupted)
   assert first.step == second.step == 12
   jax.tree.map(np.testing.assert_array_equal, first.variables, second.variables)
-  assert np.any(first.variables['params']['ratios'])  # set from the training split, then trained, and kept
+  # Set from the training split, then trained, and kept: the buckets no training text fills get no
+  # gradient and keep the Naive Bayes ratio of an unseen n-gram, log(S_neg / S_pos) with S_c class c's
+  # smoothed total count, the same non-zero value for every such bucket (a zero start would stay 0).
+  values, counts = np.unique(np.asarray(first.variables['params']['ratios']), return_counts=True)
+  unseen = values[counts.argmax()]
+  assert counts.max() > 0.9 * counts.sum() and unseen != 0 and abs(unseen) < 1
 
   evaluation = run_experiment('imdb', '--mode=eval', f'--workdir={workdir}', devices=2)
   assert evaluation.returncode == 0, evaluation.stderr[-3000:]

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import zoo
-from conftest import ROOT, assert_one_line_error, last_json_line, run_experiment
+from conftest import ROOT, assert_one_line_error, in_ci, last_json_line, run_experiment
 from zoo import serving
 
 REVIEW = 'A wonderful film: moving, funny and beautifully acted.'
@@ -367,7 +367,7 @@ def _browser():
                                       ('playwright (pip install -e ".[test]")', sync_playwright)) if not found]
   if missing:
     message = f'the browser test needs {" and ".join(missing)}'
-    if os.environ.get('CI') == 'true':
+    if in_ci():
       pytest.fail(f'{message}: CI runs it instead of skipping it')
     pytest.skip(message)
   return sync_playwright, executable

@@ -1,11 +1,11 @@
 """zoo/data/tokenizer.py: the seed's Keras `Tokenizer` + `pad_sequences(padding='post',
 truncating='post')`. Every expected token below is worked out by hand from Keras' rules: lower-case
 (str.lower), each filter character replaced by a space, split on the space, empties dropped."""
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import in_ci, real_data_dir
 
 from zoo.data import tokenizer
 from zoo.data.tokenizer import Tokenizer, learn_vocabulary, split_words
@@ -74,24 +74,16 @@ def test_legacy_rules_are_the_earlier_tensorflow_standardisation():
   assert expected[0] == ['dont', 'go', 'its', 'a', 'wellmade', 'film', 'École', '1010']
 
 
-def _imdb_data_dir() -> str:
-  """TFDS_DATA_DIR holding imdb_reviews; skipped without it, but CI must have it."""
-  data_dir = os.environ.get('TFDS_DATA_DIR')
-  if not data_dir or not (Path(data_dir) / 'imdb_reviews').is_dir():
-    if os.environ.get('CI') == 'true':
-      pytest.fail('CI needs TFDS_DATA_DIR holding imdb_reviews to compare the tokenizer with Keras')
-    pytest.skip('TFDS_DATA_DIR does not hold imdb_reviews')
-  return data_dir
-
-
 def test_same_ids_as_keras_legacy_tokenizer_on_real_imdb_reviews():
   try:
     from keras.src.legacy.preprocessing.text import Tokenizer as KerasTokenizer
     from keras.utils import pad_sequences
   except ImportError:
+    if in_ci():  # CI installs the pinned Keras, which has it: losing the reference is a failure there
+      pytest.fail('this Keras has no legacy Tokenizer to compare with; pin a Keras that has it')
     pytest.skip("this Keras has no legacy Tokenizer")
   from zoo.data import sources, text
-  texts = text.decode(sources.load_split('imdb_reviews', 'train[:600]', _imdb_data_dir())['text'])
+  texts = text.decode(sources.load_split('imdb_reviews', 'train[:600]', real_data_dir('imdb_reviews'))['text'])
   train, held_out = texts[:400], texts[400:]
   assert any(not t.isascii() for t in train) and any('<br />' in t for t in train)  # the cases that matter
   keras_tokenizer = KerasTokenizer(num_words=2000, oov_token='<OOV>')
