@@ -136,3 +136,34 @@ def test_cache_folders_follow_xdg_cache_home(monkeypatch):
   for unusable in ('', 'relative/cache'):  # the freedesktop.org specification ignores both
     monkeypatch.setenv('XDG_CACHE_HOME', unusable)
     assert cache_dirs.default_dir('splits') == '~/.cache/zoo/splits'
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'not a zip', 'another program\'s npz'])
+def test_an_unreadable_exported_split_is_named_in_one_line(tmp_path, damage):
+  path = exported.save(exported.split_path(tmp_path, 'cifar10', 'train'), cifar_like(4), {'split': 'train'})
+  if damage == 'truncated':
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  elif damage == 'not a zip':
+    path.write_bytes(b'not a zip file at all')
+  else:
+    np.savez(path, weights=np.zeros(3))  # a stray .npz without the zoo's metadata
+  for read in (lambda: sources.load_split('cifar10', 'train', str(tmp_path)),
+               lambda: sources.dataset_info('cifar10', str(tmp_path))):
+    with pytest.raises(ZooError, match=r'train.npz is not a readable exported split .*; export the split again'):
+      read()
+
+
+def test_a_damaged_split_cache_entry_is_read_again_and_replaced(tmp_path, monkeypatch):
+  prepared = tmp_path / 'tfds' / 'cifar10' / '3.0.2'
+  prepared.mkdir(parents=True)
+  (prepared / 'cifar10-train.tfrecord-00000-of-00001').write_bytes(b'v1')
+  reads = []
+  monkeypatch.setattr(sources, '_load_from_tfds', lambda *args: reads.append(args) or cifar_like(5))
+  monkeypatch.setattr(sources, '_is_the_prepared_split', lambda arrays, *args: True)
+  load = lambda: sources.load_split('cifar10', 'train[:5]', str(tmp_path / 'tfds'), str(tmp_path / 'cache'))
+  first = load()
+  cached, = (tmp_path / 'cache').rglob('*.npz')
+  cached.write_bytes(cached.read_bytes()[:100])  # as a crash or a full disk may leave it
+  np.testing.assert_array_equal(load()['image'], first['image'])
+  assert len(reads) == 2  # read again from TFDS ...
+  np.testing.assert_array_equal(exported.load(cached)['image'], first['image'])  # ... and cached whole again

@@ -7,11 +7,13 @@ With `jpeg_quality`, images are stored as JPEG plus the exact residual (int16, m
 the file stays lossless: the shared CIFAR-10 copy was itself JPEG'd (quality 75, 4:2:0), and at that
 setting 50,000 images take 23 MB (150 MB raw; 114 MB as TFDS PNGs). A SHA-256 of the images checks the decode.
 """
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +55,23 @@ def save(path, arrays: dict[str, np.ndarray], meta: dict, jpeg_quality: int = 0,
   return path
 
 
+@contextlib.contextmanager
+def _opened(path):
+  """The archive `save` wrote, or one line naming a file that is not a whole exported split: cut
+  short, not a zip, or a stray `.npz` that something else wrote."""
+  try:
+    with np.load(path, allow_pickle=False) as stored:
+      yield stored
+  except ZooError:
+    raise
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise ZooError(f'{path} is not a readable exported split ({type(e).__name__}: {str(e)[:200]}); export the split '
+                   'again (python -m experiments.export_splits) or move the file out of that folder') from None
+
+
 def load(path) -> dict[str, np.ndarray]:
   """The arrays `save` wrote, exactly as TFDS gave them."""
-  with np.load(path, allow_pickle=False) as stored:
+  with _opened(path) as stored:
     meta = json.loads(str(stored['meta']))
     arrays = {}
     for key in sorted(stored.files):
@@ -75,7 +91,7 @@ def load(path) -> dict[str, np.ndarray]:
 
 
 def meta(path) -> dict:
-  with np.load(path, allow_pickle=False) as stored:
+  with _opened(path) as stored:
     return json.loads(str(stored['meta']))
 
 

@@ -41,7 +41,7 @@ def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '')
       arrays = exported.load(cached)
       log.info('Split %s of %s read from the split cache %s', split, name, cached)
       return arrays
-    except (OSError, ValueError, KeyError, ZooError) as e:  # a damaged entry is re-read from TFDS
+    except ZooError as e:  # a damaged entry (cut short by a crash, say) is read again and written anew
       log.warning('Ignoring the unreadable cached split %s (%s)', cached, e)
   arrays = _load_from_tfds(name, split, data_dir)
   if cached is not None and _is_the_prepared_split(arrays, name, split, data_dir):
