@@ -74,6 +74,9 @@ def _start_distributed(jax) -> None:
                    '(e.g. --coordinator_address=localhost:1234 --num_processes=2 --process_id=0)')
   if (FLAGS.accelerator == 'cpu' or os.environ.get('JAX_PLATFORMS') == 'cpu'):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU collectives across processes
+  # SIGTERM is the zoo's own (zoo/training/preemption.py): JAX's handler would take a notice that
+  # nobody asks for, and its sync point comes several boundaries late.
+  jax.config.update('jax_enable_preemption_service', False)
   try:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except Exception as e:

@@ -21,7 +21,8 @@ from zoo.checkpoints import restore_arrays
 # every 3 steps: the processes must agree on a boundary, not on a step (a step count would jump past it).
 EXAMPLES = 320
 # Muon for the filters (SGD for the rest): its momentum must be saved and restored on both processes.
-FLAGS = ('--epochs=4', '--batch_size=16', '--eval_batch_size=80', '--log_every_steps=3',
+LOG_EVERY_STEPS = 3
+FLAGS = ('--epochs=4', '--batch_size=16', '--eval_batch_size=80', f'--log_every_steps={LOG_EVERY_STEPS}',
          '--optimizer=muon', '--learning_rate=0.05', '--muon_learning_rate=0.05', '--keep_checkpoints=50')
 TOTAL_STEPS = 4 * EXAMPLES // 16
 
@@ -93,7 +94,7 @@ def finish(run: TwoProcesses, timeout: float) -> None:
 
 def interrupt(run: TwoProcesses, signalled: int, past_step: int) -> int:
   """SIGTERM to process `signalled` alone once it trains past `past_step`; returns the step that both
-  processes saved and named."""
+  processes saved and named: the first dispatch boundary after the notice, no later."""
   run.wait_for_progress(signalled, past_step)
   run.processes[signalled].send_signal(signal.SIGTERM)
   finish(run, timeout=60)
@@ -103,6 +104,14 @@ def interrupt(run: TwoProcesses, signalled: int, past_step: int) -> int:
     assert len(lines) == 1, run.stderr(i)[-3000:]
     saved.append(int(re.search(r'saved step (\d+)', lines[0]).group(1)))
   assert saved[0] == saved[1], saved
+  # The signalled process checks its flag at every boundary and names the first one after the notice;
+  # the log's order bounds that boundary by the last progress line before it.
+  log = run.stderr(signalled)
+  seen = re.search(r'SIGTERM seen at the boundary of step (\d+)', log)
+  assert seen, log[-3000:]
+  progress = [int(s) for s in re.findall(r'epoch \d+/\d+ step (\d+)/', log[:seen.start()])]
+  assert int(seen.group(1)) == saved[0], (seen.group(0), saved)
+  assert saved[0] <= max(progress, default=0) + 2 * LOG_EVERY_STEPS, (progress[-3:], saved)
   return saved[0]
 
 

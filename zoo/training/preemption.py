@@ -1,33 +1,31 @@
-"""SIGTERM (a preemption notice) becomes a stop that every process of a run agrees on.
+"""SIGTERM (a preemption notice) becomes a stop that every process of a run agrees on, at the first
+dispatch boundary after the notice.
 
 The loop asks `Preemption.should_stop()` at every dispatch boundary; once it returns True, on every
 process at the same boundary, the loop saves that step and returns.
 
-One process alone catches SIGTERM with a Python handler and stops at its next boundary.
-
-Several processes (`jax.distributed`) use JAX's preemption sync manager, which
-`jax.distributed.initialize` starts: its C++ handler takes SIGTERM in whichever process receives
-it, the coordination service tells every process, and a background protocol picks the sync point,
-one more than the highest call counter any process has passed to `reached_preemption_sync_point`;
-every process reaches that counter, so all stop at the same boundary. A Python handler installed
-over it would see the notice in one process only, which then saves (a collective) while the others
-train on: the run hangs. This is the simplest correct choice: it is JAX's own, it costs nothing
-until a notice comes, whereas agreeing through a collective at every boundary would make the host
-wait for the devices there. Orbax's preemption support is the same call with the training step as
-the counter, which cannot work here, hence two conditions:
-- the counter must go up by exactly one per call and be the same on every process at the same
-  boundary (one that jumps, as steps do between boundaries, could skip the sync point on one
-  process only), so it counts boundaries;
-- nothing else may call `reached_preemption_sync_point`, since every call sets the counter: zoo
-  checkpoint managers answer orbax's own `reached_preemption` with False (`zoo.checkpoints`).
-With `jax_enable_preemption_service` turned off, each process answers its own SIGTERM as one
-process alone does.
+Every process catches SIGTERM with a Python handler that only sets a local flag. One process alone
+stops at its next boundary. Several processes (`jax.distributed`) agree at every boundary through
+one tiny all-gather of their flags (`multihost_utils.process_allgather`), so a notice to any one of
+them stops all of them at the same boundary, the first after the notice: cloud preemptions leave
+about 30 s, and a stop that waited for JAX's own preemption sync protocol (the coordination
+service's notice, then its choice of a sync point beyond every process's counter) came several
+boundaries and many seconds later, or not before the run's end. The all-gather waits for the
+devices' queued steps, which the boundary's progress line reads anyway. JAX's own SIGTERM handler
+(`jax_enable_preemption_service`) is turned off where the processes join
+(`experiments/accelerators.py`), so that a notice before training starts ends the process as it
+does a single one, instead of being taken by a handler nobody asks. Orbax's `reached_preemption`,
+the same JAX protocol, answers False in zoo checkpoint managers (`zoo.checkpoints`).
 """
+import logging
 import signal
 import threading
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
+
+log = logging.getLogger('zoo')
 
 
 class Preemption:
@@ -35,21 +33,24 @@ class Preemption:
 
   def __init__(self):
     self.requested = False
-    self._boundaries = 0
+    self._signalled = False  # this process's own notice, not yet agreed on
     self._previous = None
-    self._synchronised = jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service
-    if not self._synchronised and threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._request)
 
   def _request(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._signalled = True
 
-  def should_stop(self) -> bool:
+  def should_stop(self, step: int) -> bool:
     """Call at every dispatch boundary, on every process: True at the boundary where all stop."""
-    if self._synchronised:
-      self._boundaries += 1
-      self.requested = self.requested or multihost_utils.reached_preemption_sync_point(self._boundaries)
+    if not self.requested:
+      if self._signalled:
+        log.warning('SIGTERM seen at the boundary of step %d', step)
+      if jax.process_count() > 1:
+        self.requested = bool(np.any(multihost_utils.process_allgather(np.int32(self._signalled))))
+      else:
+        self.requested = self._signalled
     return self.requested
 
   def restore(self) -> None:
