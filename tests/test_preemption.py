@@ -104,14 +104,15 @@ def interrupt(run: TwoProcesses, signalled: int, past_step: int) -> int:
     assert len(lines) == 1, run.stderr(i)[-3000:]
     saved.append(int(re.search(r'saved step (\d+)', lines[0]).group(1)))
   assert saved[0] == saved[1], saved
-  # The signalled process checks its flag at every boundary and names the first one after the notice;
-  # the log's order bounds that boundary by the last progress line before it.
+  # The signalled process checks its flag at every boundary (once the dispatch is done) and names the
+  # first one after the notice; the log's order bounds it: at most one boundary (here a progress line,
+  # LOG_EVERY_STEPS steps) after the last progress line before the notice was seen.
   log = run.stderr(signalled)
   seen = re.search(r'SIGTERM seen at the boundary of step (\d+)', log)
   assert seen, log[-3000:]
   progress = [int(s) for s in re.findall(r'epoch \d+/\d+ step (\d+)/', log[:seen.start()])]
   assert int(seen.group(1)) == saved[0], (seen.group(0), saved)
-  assert saved[0] <= max(progress, default=0) + 2 * LOG_EVERY_STEPS, (progress[-3:], saved)
+  assert saved[0] <= max(progress, default=0) + LOG_EVERY_STEPS, (progress[-3:], saved)
   return saved[0]
 
 

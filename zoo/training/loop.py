@@ -170,7 +170,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
         _log_flops(feed.flops_per_step)
       step = stop
       # Asked at every boundary (processes agree on the step); at an epoch's end: finish the epoch first.
-      if preemption.should_stop(step) and step % steps_per_epoch:
+      if preemption.should_stop(step, metrics) and step % steps_per_epoch:
         _save(manager, state, metrics, step, _summarise(metrics)['loss'])
         return _stop_for_preemption(preemption, manager, step, history)
       if step % config.log_every_steps == 0:

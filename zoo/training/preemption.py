@@ -42,12 +42,19 @@ class Preemption:
     del signum, frame
     self._signalled = True
 
-  def should_stop(self, step: int) -> bool:
-    """Call at every dispatch boundary, on every process: True at the boundary where all stop."""
+  def should_stop(self, step: int, pending=None) -> bool:
+    """Call at every dispatch boundary, on every process: True at the boundary where all stop.
+
+    Several processes first wait for `pending` (the dispatch's outputs), which the all-gather would
+    wait for anyway: a notice that comes while the devices finish the dispatch then stops the run
+    at this boundary instead of the next."""
     if not self.requested:
+      several = jax.process_count() > 1
+      if several and pending is not None:
+        jax.block_until_ready(pending)
       if self._signalled:
         log.warning('SIGTERM seen at the boundary of step %d', step)
-      if jax.process_count() > 1:
+      if several:
         self.requested = bool(np.any(multihost_utils.process_allgather(np.int32(self._signalled))))
       else:
         self.requested = self._signalled
