@@ -144,7 +144,8 @@ def resnet_source(tmp_path_factory):
 def test_batchnorm_statistics_are_copied_with_the_parameters(resnet_source, tmp_path):
   config = Config(image_folder='unused', image_size=8, model='resnet20', init_from=str(resnet_source))
   program = builder.build(config, {'num_classes': 4}, np.zeros((1, 8, 8, 3), np.float32), 1, steps.data_mesh())
-  start = finetune.start_from(program, program.init_state(), finetune.read_source(config, tmp_path / 'w'))
+  start = finetune.start_from(program, program.init_state(), finetune.read_source(config, tmp_path / 'w'),
+                             tmp_path / 'w')
   head = program.head
   _assert_copied(_flat(jax.device_get(start.state.params)), _arrays(resnet_source), head)
   statistics = _flat(jax.device_get(start.state.batch_stats))
