@@ -81,19 +81,19 @@ def read_source(config: Config, workdir) -> Optional[Source]:
     return None
   if not config.init_from:  # a fine-tune that saved no start yet (stopped before its checkpoint 0)
     raise ZooError(f'{workdir} was started from --init_from={recorded.init_from} and holds no checkpoint yet; '
-                   'pass --init_from=<that workdir> to start it again, or pass a new --workdir')
-  workdir_lib.trained_config(config.init_from)  # a fine-tuning source must be a trained workdir
-  _check_text_inputs(config, workdir_lib.read_description(config.init_from))
+                   f'pass --init_from={recorded.init_from} (or where that workdir is now) to start it again, '
+                   'or pass a new --workdir')
+  source_config = workdir_lib.trained_config(config.init_from)  # a fine-tuning source must be a trained workdir
+  _check_text_inputs(config, source_config, workdir_lib.read_description(config.init_from))
   step, tree = checkpoints.restore_arrays(config.init_from)
   return Source(config.init_from, step, {c: _flat(tree.get(c, {})) for c in COLLECTIONS})
 
 
-def _check_text_inputs(config: Config, description: Optional[dict]) -> None:
+def _check_text_inputs(config: Config, source_config: Config, description: Optional[dict]) -> None:
   """A text source's ids are its vocabulary's: the run must read texts as it did."""
-  inputs = (description or {}).get('inputs', {})
-  if inputs.get('kind') != 'text':
+  if (description or {}).get('inputs', {}).get('kind') != 'text':
     return
-  expected = (inputs['vocab_size'], inputs['max_length'])
+  expected = (source_config.vocab_size, source_config.max_length)
   if (config.vocab_size, config.max_length) != expected:
     raise ZooError(f'--init_from={config.init_from} reads texts with --vocab_size={expected[0]} '
                    f'--max_length={expected[1]}, not --vocab_size={config.vocab_size} '
