@@ -118,7 +118,9 @@ class Config:
                               'slow on most CPUs.', choices=('float32', 'bfloat16'))
   init_from: str = _field('', 'Fine-tune: start from the latest checkpoint of this trained workdir (its parameters '
                           'and BatchNorm statistics; a fresh optimizer). A classifier head of another width '
-                          '(other classes) is created anew.')
+                          '(other classes) is created anew. Texts are read with its vocabulary (same --vocab_size '
+                          'and --max_length). The start is saved as checkpoint 0: a resume never reads the source '
+                          'again, wherever it has gone.')
   freeze: str = _field('none', 'none | backbone: train the classifier head only; every other parameter keeps '
                        'its value (BatchNorm statistics still follow the new data).', choices=('none', 'backbone'))
   seed: int = _field(0, 'Seeds parameters, data order, augmentation and dropout.', at_least=0, at_most=2**63 - 1)

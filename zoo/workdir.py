@@ -5,7 +5,8 @@
   config.json          every Config field: the workdir describes itself
   dataset.json         class names and input format: what zoo.load needs besides the checkpoint
   vocabulary.txt       text datasets: the tokenizer's words, most frequent first
-  checkpoints/<step>/  orbax checkpoints (zoo/checkpoints.py)
+  init_from.json       fine-tuning runs: the source's path, checkpoint step and fingerprint
+  checkpoints/<step>/  orbax checkpoints (zoo/checkpoints.py); a fine-tuning run's start is step 0
   history.json         one entry per epoch; history.png, its plot
   tensorboard/         event files
   eval.json            written by --mode=eval; report/, its figures and page
@@ -29,6 +30,7 @@ from zoo.errors import ZooError
 CONFIG_FILE = 'config.json'
 DESCRIPTION_FILE = 'dataset.json'
 VOCABULARY_FILE = 'vocabulary.txt'
+INIT_FROM_FILE = 'init_from.json'
 CHECKPOINT_DIR = 'checkpoints'
 HISTORY_FILE = 'history.json'
 PLOT_FILE = 'history.png'
@@ -126,7 +128,9 @@ def trained_config(workdir) -> Config:
 
 def check_resumable(config: Config, workdir) -> None:
   """A workdir that holds a run resumes only with the settings it was started with (all but the
-  runtime fields)."""
+  runtime fields). `init_from` only has to agree on whether the run is a fine-tune: its start is the
+  workdir's checkpoint 0 and `init_from.json` its fingerprint, so the source's path is information,
+  and a source moved, spelt otherwise or gone does not stop a resume."""
   recorded = read_config(workdir)
   if recorded is None:
     return
@@ -136,7 +140,9 @@ def check_resumable(config: Config, workdir) -> None:
   runtime = Config.fields_with_role('runtime')
   differences = [f'{f.name}: {getattr(recorded, f.name)!r} recorded, {getattr(config, f.name)!r} asked'
                  for f in dataclasses.fields(Config)
-                 if f.name not in runtime and getattr(recorded, f.name) != getattr(config, f.name)]
+                 if f.name not in runtime + ('init_from',) and getattr(recorded, f.name) != getattr(config, f.name)]
+  if config.init_from and not recorded.init_from:
+    differences.append(f'init_from: none recorded (trained from scratch), {config.init_from!r} asked')
   if differences:
     raise ZooError(f'{workdir} was started with other settings ({"; ".join(differences)}); '
                    'rerun with the recorded flags to resume, or pass a new --workdir')
@@ -186,6 +192,17 @@ def read_vocabulary(workdir, *, wait: bool = False) -> Optional[list[str]]:
 
 def write_vocabulary(workdir, words: list[str]) -> None:
   _write_text(vocabulary_path(workdir), '\n'.join(words))
+
+
+# init_from.json
+
+def read_init_from(workdir) -> Optional[dict]:
+  path = Path(workdir) / INIT_FROM_FILE
+  return _read_json(path) if path.exists() else None
+
+
+def write_init_from(workdir, record: dict) -> None:
+  write_json(Path(workdir) / INIT_FROM_FILE, record)
 
 
 # history.json, history.png, eval.json, report/

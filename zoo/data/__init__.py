@@ -65,4 +65,5 @@ def open_dataset(config, data_dir, workdir, info: sources.DatasetInfo | None = N
                                alternating_flip=config.alternating_flip, source=source)
   from zoo.data import text  # the tokenizer is plain Python: no TensorFlow for text
   return text.TextDataset(info, read_split, vocab_size=config.vocab_size, max_length=config.max_length,
-                          train_split=config.train_split, workdir=workdir, source=source)
+                          train_split=config.train_split, workdir=workdir, source=source,
+                          tokenizer_from=config.init_from or None)  # a fine-tune reads texts as its source did

@@ -8,6 +8,9 @@ but the apostrophe, tab, newline) replaced by a space, split on spaces ("don't" 
 2.. (ties: first occurrence first), 0 pads and 1 is out of vocabulary; every text cut or padded at
 its end to `--max_length` ids. The vocabulary is learned from `--train_split` only and kept in
 `<workdir>/vocabulary.txt`, so eval and predict read the same ids the model was trained on.
+A fine-tuning run (`tokenizer_from`: the source workdir) learns none: it reads texts with the
+source's vocabulary and rules, so that each copied embedding row or n-gram bucket still belongs to
+the word it was trained on, and keeps them in its own workdir like a learned one.
 A workdir whose dataset.json names no `tokenizer` was trained with the earlier rules (punctuation
 deleted: "dont", "wellmade") and keeps them, so its model reads texts as it learned to.
 """
@@ -52,7 +55,7 @@ class TextDataset:
   alternating_noise_columns = ()
 
   def __init__(self, info: DatasetInfo, read_split: Callable[[str], dict], *, vocab_size: int | None,
-               max_length: int | None, train_split: str, workdir=None, source: str = 'tfds'):
+               max_length: int | None, train_split: str, workdir=None, source: str = 'tfds', tokenizer_from=None):
     if not vocab_size or vocab_size < 3 or not max_length or max_length < 1:
       raise ZooError(f'--vocab_size={vocab_size} or --max_length={max_length} is too small; pass '
                      '--vocab_size >= 3 (padding, OOV and at least one word) and --max_length >= 1')
@@ -60,6 +63,7 @@ class TextDataset:
     self.class_names = list(info.class_names)
     self.vocab_size, self.max_length, self.train_split = vocab_size, max_length, train_split
     self.workdir = Path(workdir) if workdir is not None else None
+    self.tokenizer_from = Path(tokenizer_from) if tokenizer_from is not None else None
     self._read_split = read_split
     self._tokenizer = None
 
@@ -67,20 +71,39 @@ class TextDataset:
     return {'vocab_size': self.vocab_size, 'num_classes': 1 if len(self.class_names) == 2 else len(self.class_names)}
 
   def rules(self) -> str:
-    """'keras', or 'legacy' for a workdir whose dataset.json was written before the Keras rules."""
-    description = workdir_lib.read_description(self.workdir) if self.workdir is not None else None
-    inputs = (description or {}).get('inputs', {})
-    return 'legacy' if inputs.get('kind') == 'text' and 'tokenizer' not in inputs else RULES
+    """'keras', or 'legacy' for a workdir whose dataset.json was written before the Keras rules; a
+    new workdir takes those of `tokenizer_from`."""
+    for workdir in (self.workdir, self.tokenizer_from):
+      description = workdir_lib.read_description(workdir) if workdir is not None else None
+      if description is not None:
+        inputs = description.get('inputs', {})
+        return 'legacy' if inputs.get('kind') == 'text' and 'tokenizer' not in inputs else RULES
+    return RULES
 
-  def tokenizer(self) -> tokenizer_lib.Tokenizer:
-    """The workdir's vocabulary if it has one, else learned from the training split.
+  def _given_vocabulary(self):
+    """The workdir's own vocabulary, else that of `tokenizer_from`, else None (to be learned).
 
     In a multi-process run process 0 learns and writes it; the others wait for the file and read
-    it, so every process tokenizes with the same words and no two write the same file."""
+    it, so every process tokenizes with the same words and no two write the same file. A
+    fine-tune's processes all read the source's (process 0 writes it into the workdir later:
+    `zoo.training.finetune.record`)."""
+    if self.workdir is None:
+      return None
+    learning = self.tokenizer_from is None
+    vocabulary = workdir_lib.read_vocabulary(self.workdir, wait=learning and jax.process_index() != 0)
+    if vocabulary is not None or learning:
+      return vocabulary
+    vocabulary = workdir_lib.read_vocabulary(self.tokenizer_from)
+    if vocabulary is None:
+      raise ZooError(f'{self.tokenizer_from} has no {workdir_lib.VOCABULARY_FILE}: the words its model was '
+                     'trained on are lost; fine-tune from another workdir, or drop --init_from')
+    return vocabulary
+
+  def tokenizer(self) -> tokenizer_lib.Tokenizer:
+    """The workdir's vocabulary if it has one (or the fine-tuning source's), else learned from the
+    training split (`_given_vocabulary`)."""
     if self._tokenizer is None:
-      vocabulary = None
-      if self.workdir is not None:
-        vocabulary = workdir_lib.read_vocabulary(self.workdir, wait=jax.process_index() != 0)
+      vocabulary = self._given_vocabulary()
       split_words = SPLIT_WORDS[self.rules()]
       if vocabulary is None:
         start = time.perf_counter()

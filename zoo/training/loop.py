@@ -68,11 +68,10 @@ def _check_finite(loss: float, manager, step: int, state=None) -> None:
 
 def _open(config: Config, workdir: Path, data_dir):
   """Checks the config, the workdir and the model against the data's description (no data read
-  yet), then reads the splits: (dataset, train split, eval split, steps per epoch)."""
+  yet), then reads the splits: (dataset, train split, eval split, steps per epoch, fine-tuning source)."""
   config.validate(jax.device_count())
   workdir_lib.check_resumable(config, workdir)  # before anything is written into the workdir
-  if config.init_from:
-    workdir_lib.trained_config(config.init_from)  # a fine-tuning source must be a trained workdir
+  source = finetune.read_source(config, workdir)  # a fine-tune's first start (None when resuming)
   dataset = open_dataset(config, data_dir, workdir)
   models.check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
   train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
@@ -80,7 +79,7 @@ def _open(config: Config, workdir: Path, data_dir):
   if steps_per_epoch == 0:
     raise ZooError(f'{config.train_split!r} has {train_split.num_examples} examples, fewer than one '
                    f'batch of --batch_size={config.batch_size}; use a smaller batch or a larger split')
-  return dataset, train_split, eval_split, steps_per_epoch
+  return dataset, train_split, eval_split, steps_per_epoch, source
 
 
 def _data_for_init(model, dataset, train_split) -> tuple:
@@ -127,21 +126,26 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
 
 def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> list[dict]:
   mesh = steps.data_mesh()
-  dataset, train_split, eval_split, steps_per_epoch = _open(config, workdir, data_dir)
+  dataset, train_split, eval_split, steps_per_epoch, source = _open(config, workdir, data_dir)
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, train_split.inputs[:1]),
                           steps_per_epoch, mesh)
   state = program.init_state(*_data_for_init(program.model, dataset, train_split))
-  if _is_chief():  # Only once every name and split has proven valid: a typo must not be recorded.
+  start = finetune.start_from(program, state, source, workdir) if source else None  # raises if it does not fit
+  if _is_chief():  # Only once every name, split and source has proven valid: a typo must not be recorded.
     workdir_lib.record_config(config, workdir)
     workdir_lib.record_description(workdir, dataset.describe())  # class names and input format, for zoo.load
+    if start:
+      finetune.record(workdir, start, dataset)
   metrics = steps.zero_metrics(mesh)
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
-  if config.init_from and manager.latest_step() is None:  # a fine-tuning run's start (resumes restore)
-    state = finetune.start_from(program, state, config.init_from)
+  if start:  # a fine-tuning run's first start (a workdir holding a checkpoint restores it below)
+    state = start.state
   if manager.latest_step() is not None:
     state, metrics = checkpoints.restore(manager, state, metrics, set_aside_unreadable=True)
     log.info('Resuming from step %d in %s', int(state.step), manager.directory)
   step = int(state.step)
+  if start:  # its checkpoint 0: a resume restores it (or a later one) and never reads the source again
+    _save(manager, state, metrics, step, 0.0)
   history = [h for h in workdir_lib.read_history(workdir) if h['epoch'] <= step // steps_per_epoch]
   total_steps = config.epochs * steps_per_epoch
   rng = jax.random.key(config.seed)
