@@ -36,9 +36,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """`lax.conv_general_dilated`, with plain stride-1 2-D convolutions computed as shifted slices
   and one matmul when running on CPU (`lax.platform_dependent`: other backends keep their conv).
 
-  Measured trick: XLA:CPU's convolution backward is slow; as slices + matmul the seed CNN's train
-  step at batch 32 went from 27 ms to 17 ms on the 2-core development CPU, same values and
-  gradients (`tests/test_models.py`). Accelerators (cuDNN, TPU convs) are better served by lax.
+  Why: XLA:CPU's convolution backward is slow, and slices + matmul give the same values and
+  gradients (`tests/test_models.py`) in less time (docs/performance.md). Accelerators (cuDNN, TPU
+  convs) are better served by lax.
   """
   conv = functools.partial(lax.conv_general_dilated, window_strides=window_strides, padding=padding,
                            lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
@@ -62,9 +62,8 @@ def max_pool_2x2(x):
   """2x2, stride-2, VALID max-pooling written as a reshape and a max.
 
   The same values as `nn.max_pool(x, (2, 2), strides=(2, 2))` (odd trailing rows/columns dropped,
-  as VALID does). Measured trick: XLA:CPU differentiates this far faster than reduce_window's
-  select-and-scatter; the seed CNN's whole train step went from 50 ms to 26 ms at batch 32 on the
-  2-core development CPU (`python -m experiments.benchmark --models=simple_cnn`).
+  as VALID does). Why: XLA:CPU differentiates this far faster than reduce_window's
+  select-and-scatter (docs/performance.md).
   """
   n, h, w, c = x.shape
   x = x[:, : h // 2 * 2, : w // 2 * 2]
