@@ -2,7 +2,9 @@
 
 Its flags (`--image`, `--text`) belong to the experiments that train image and text models.
 """
+import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,17 +21,30 @@ flags.DEFINE_multi_string('image', None, '--mode=predict, image models: an image
                           'format and size Pillow opens (repeatable); without it, one path per line from stdin.')
 
 
-def _inputs_from_stdin(flag: str, what: str) -> list[str]:
-  """One input per non-empty line of standard input; a terminal there gets a hint, not a wait."""
+def _inputs_from_stdin(flag: str, what: str, decode) -> list[str]:
+  """One input per non-empty line of standard input (any line ending), its bytes decoded by `decode`;
+  a terminal there gets a hint, not a wait."""
   if sys.stdin is None or sys.stdin.isatty():
     raise ZooError(f'--mode=predict needs {what}; pass {flag} (repeatable) or pipe them, one per line, '
                    'on standard input')
-  return [line.rstrip('\n') for line in sys.stdin if line.strip()]
+  text = decode(sys.stdin.buffer.read())
+  return [line.rstrip('\n') for line in io.StringIO(text, newline=None) if line.strip()]
+
+
+def _utf8_text(data: bytes) -> str:
+  """Texts are UTF-8, as the vocabulary is: other bytes are named, not guessed at."""
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data.count(b'\n', 0, e.start) + 1
+    raise ZooError(f'standard input is not UTF-8: line {line} has the byte {data[e.start:e.start + 1]!r} '
+                   f'({e.reason}); pass UTF-8 text (iconv -f LATIN1 -t UTF-8 converts Latin-1)') from None
 
 
 def predict(workdir: Path, step: int | None, data_dir: str | None) -> None:
-  """One JSON line per image or text, in the order given. Unreadable images are named on stderr
-  after every readable one is printed, and the exit status is then 1."""
+  """One JSON line per image or text, in the order given. Each image that cannot be read (missing,
+  not an image, over Pillow's pixel limit) gets its own `error:` line on stderr after every readable
+  one is printed, and the exit status is then 1."""
   import zoo
   from zoo import inference
   trained = zoo.load(workdir, step=step, data_dir=data_dir)
@@ -37,13 +52,14 @@ def predict(workdir: Path, step: int | None, data_dir: str | None) -> None:
   if trained.kind == 'text':
     if FLAGS.image:
       raise ZooError(f'--image: {workdir} holds a text model ({trained.config.data_name}); pass --text instead')
-    texts = FLAGS.text or _inputs_from_stdin('--text="..."', 'texts')
+    texts = FLAGS.text or _inputs_from_stdin('--text="..."', 'texts', _utf8_text)
     for text, p in zip(texts, trained.predict(texts)):
       print(json.dumps({'text': text, **inference.prediction_fields(names, p)}), flush=True)
     return
   if FLAGS.text:
     raise ZooError(f'--text: {workdir} holds an image model ({trained.config.data_name}); pass --image instead')
-  paths = FLAGS.image or _inputs_from_stdin('--image=FILE', 'image files')
+  # File names are bytes to the system: any of them round-trips through os.fsdecode.
+  paths = FLAGS.image or _inputs_from_stdin('--image=FILE', 'image files', os.fsdecode)
   readable, images, failures = [], [], []
   for path in paths:
     try:

@@ -40,6 +40,8 @@ def main(argv) -> None:
       raise ZooError('--workdir is missing; pass the workdir of a training run (--workdir=W)')
     if not os.path.isdir(FLAGS.workdir):
       raise ZooError(f'--workdir={FLAGS.workdir} does not exist; pass the workdir of a training run')
+    if not 0 <= FLAGS.port <= 65535:
+      raise ZooError(f'--port={FLAGS.port} is not a port number; pass one from 1 to 65535 (0: any free one)')
     accelerators.setup()
     import zoo
     from zoo import serving

@@ -3,8 +3,10 @@ import json
 import os
 import pty
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import jax
@@ -94,19 +96,50 @@ def test_predict_classifies_image_files_of_any_size_and_mode(cnn, tmp_path):
   np.testing.assert_allclose(trained.predict(exact[None]), expected[-1:], rtol=1e-6)
 
 
+def _png_header(path: Path, width: int, height: int) -> Path:
+  """A PNG whose header announces width x height RGBA pixels, with a few bytes of data behind it."""
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+  header = struct.pack('>IIBBBBB', width, height, 8, 6, 0, 0, 0)
+  path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'\0' * 64))
+                   + chunk(b'IEND', b''))
+  return path
+
+
 def test_predict_reads_paths_from_stdin_and_names_unreadable_files_after_the_rest(cnn, tmp_path):
+  """Each file that cannot be read (missing, not an image, a decompression bomb) gets its own error
+  line after the readable ones are printed, and the exit status is 1. File names are bytes: one that
+  is not UTF-8 is read too."""
   files = _images(tmp_path / 'images')
   (tmp_path / 'notes.txt').write_text('not an image')
-  paths = [files[0], tmp_path / 'missing.png', files[1], tmp_path / 'notes.txt']
+  bomb = _png_header(tmp_path / 'bomb.png', 20_000, 20_000)  # 400 million pixels: Pillow refuses to decode it
+  latin1 = os.fsencode(tmp_path) + b'/caf\xe9.png'
+  shutil.copy(files[2], latin1)
+  paths = [os.fsencode(p) for p in (files[0], tmp_path / 'missing.png', bomb, files[1], tmp_path / 'notes.txt')]
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run([sys.executable, '-m', 'experiments.cifar', '--mode=predict', f'--workdir={cnn}'],
-                          input=''.join(f'{p}\n' for p in paths), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
-  assert result.returncode == 1
-  assert [json.loads(line)['image'] for line in result.stdout.splitlines()] == [str(files[0]), str(files[1])]
-  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
-  assert len(errors) == 2 and 'missing.png' in errors[0] and 'notes.txt' in errors[1]
-  assert all('; pass a file Pillow opens' in line for line in errors) and 'Traceback' not in result.stderr
+                          input=b''.join(p + b'\n' for p in [*paths, latin1]), cwd=ROOT, env=env,
+                          capture_output=True, timeout=120)
+  stdout, stderr = result.stdout.decode(), result.stderr.decode(errors='replace')
+  assert result.returncode == 1, stderr[-3000:]
+  assert [json.loads(line)['image'] for line in stdout.splitlines()] == [str(files[0]), str(files[1]),
+                                                                        os.fsdecode(latin1)]
+  errors = [line for line in stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 3 and 'Traceback' not in stderr, stderr[-3000:]
+  assert 'missing.png' in errors[0] and 'notes.txt' in errors[2]
+  assert all('; pass a file Pillow opens' in errors[i] for i in (0, 2))
+  assert "bomb.png has over 178,956,970 pixels, Pillow's limit against decompression bombs; use a smaller" in errors[1]
+
+
+def test_transparent_pixels_are_composited_over_white_as_pillow_does(tmp_path):
+  """`to_array` composites in bands of rows to spare memory; the pixels are those of Pillow's
+  alpha_composite of the whole image over white."""
+  from zoo.data import images
+  rgba = Image.fromarray(np.random.default_rng(3).integers(0, 256, (2 * images.BAND_ROWS + 7, 9, 4), np.uint8), 'RGBA')
+  whole = Image.alpha_composite(Image.new('RGBA', rgba.size, (255, 255, 255, 255)), rgba)
+  for channels, mode in ((3, 'RGB'), (1, 'L')):
+    shape = (rgba.height, rgba.width, channels)
+    np.testing.assert_array_equal(images.to_array(rgba, shape), np.asarray(whole.convert(mode)).reshape(shape))
 
 
 def test_predict_with_a_terminal_and_no_images_says_how_instead_of_waiting(cnn):

@@ -23,10 +23,12 @@ from zoo.training import builder
 log = logging.getLogger('zoo')
 
 
-def read_image(source, shape: Sequence[int]) -> np.ndarray:
-  """A path or PIL image -> uint8 [height, width, channels] in the training format (alpha over
-  white, RGB or L, Pillow's bicubic resize: `zoo.data.images.to_array`)."""
-  return images.to_array(images.open_image(source), shape)
+def read_image(source, shape: Sequence[int], formats: Sequence[str] | None = None,
+               max_pixels: int | None = None) -> np.ndarray:
+  """A path, binary file or PIL image -> uint8 [height, width, channels] in the training format
+  (alpha over white, RGB or L, Pillow's bicubic resize: `zoo.data.images.to_array`). `formats` and
+  `max_pixels` restrict what is decoded (`zoo.data.images.open_image`)."""
+  return images.to_array(images.open_image(source, formats, max_pixels), shape)
 
 
 class TrainedModel:

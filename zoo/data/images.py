@@ -11,6 +11,8 @@ white, converted to RGB (or L for one-channel data) and resized with `RESIZE_FIL
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Callable, Sequence
 
 import jax
@@ -30,33 +32,77 @@ RESIZE_FILTER = 'bicubic'
 FOLDER_IMAGE_SIZE = 32  # folders of your own images: the size the zoo's models were built around
 
 
-def open_image(source):
-  """A PIL image from a path or a PIL image; one clear error for a missing or unreadable file."""
+class ImageTooLarge(ZooError):
+  """An image with more pixels than may be decoded, refused from the size in its header."""
+
+
+# Rows composited at a time (`_over_white`): a band of a 10,000-pixel-wide RGBA image is 10 MB.
+BAND_ROWS = 256
+
+
+def open_image(source, formats: Sequence[str] | None = None, max_pixels: int | None = None):
+  """A decoded PIL image from a path, a binary file or a PIL image, upright by its EXIF orientation.
+
+  `formats`: the Pillow formats tried (None: every one Pillow reads; a server takes only the formats
+  users upload, so that no other decoder, such as EPS's Ghostscript, sees a stranger's bytes).
+  `max_pixels`: an image whose header announces more is refused before a pixel is decoded (Pillow
+  reads the size first and the pixels on `load`); Pillow's own limit against decompression bombs
+  (twice `Image.MAX_IMAGE_PIXELS`) applies either way. Both raise `ImageTooLarge`; a missing or
+  unreadable file raises one clear ZooError, whatever the decoder's exception."""
   from PIL import Image, ImageOps
   if isinstance(source, Image.Image):
     return source
+  name = str(source) if isinstance(source, (str, os.PathLike)) else 'the image'
   try:
-    with Image.open(source) as image:
+    with contextlib.ExitStack() as stack:
+      file = source if hasattr(source, 'read') else stack.enter_context(open(source, 'rb'))
+      image = Image.open(file, formats=formats)
+      width, height = image.size
+      if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLarge(f'{name} is {width:,} x {height:,} pixels, over the limit of {max_pixels:,}; use a '
+                            'smaller image (resize it first)')
       image.load()
-      return ImageOps.exif_transpose(image)  # photos: upright as the camera meant them
-  except (OSError, ValueError) as e:  # missing file, not an image, truncated: all say the same
+      ImageOps.exif_transpose(image, in_place=True)  # photos: upright as the camera meant them, no copy
+      return image
+  except ZooError:
+    raise
+  except Image.DecompressionBombError as e:
+    raise ImageTooLarge(f'{name} has over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, Pillow\'s limit against '
+                        'decompression bombs; use a smaller image (resize it first)') from e
+  except Exception as e:  # missing, not an image, truncated, or any failure of a decoder: all say the same
     reason = 'no such file' if isinstance(e, FileNotFoundError) else f'{type(e).__name__}: {e}'
-    raise ZooError(f'{source}: cannot read it as an image ({reason}); pass a file Pillow opens '
-                   '(PNG, JPEG, GIF, BMP, WebP, TIFF, ...)') from e
+    accepted = ', '.join(formats) if formats else 'PNG, JPEG, GIF, BMP, WebP, TIFF, ...'
+    raise ZooError(f'{name}: cannot read it as an image ({reason}); pass a file Pillow opens ({accepted})') from e
 
 
 def to_array(image, shape: Sequence[int]) -> np.ndarray:
-  """A PIL image of any size and mode -> uint8 [height, width, channels] in the format `shape`."""
+  """A PIL image of any size and mode -> uint8 [height, width, channels] in the format `shape`.
+  Beside the image, at most one converted copy of its full size is held (a 40-megapixel RGBA image
+  is 160 MB; each further copy would be as large)."""
   from PIL import Image
   height, width, channels = shape
   if image.mode in ('RGBA', 'LA', 'PA') or (image.mode == 'P' and 'transparency' in image.info):
-    image = image.convert('RGBA')
-    image = Image.alpha_composite(Image.new('RGBA', image.size, (255, 255, 255, 255)), image)
-  image = image.convert('L' if channels == 1 else 'RGB')
+    image = _over_white(image)
+  target = 'L' if channels == 1 else 'RGB'
+  if image.mode != target:
+    image = image.convert(target)
   if image.size != (width, height):
     image = image.resize((width, height), Image.Resampling.BICUBIC)
   array = np.asarray(image, np.uint8)
   return array[..., None] if channels == 1 else array
+
+
+def _over_white(image):
+  """Transparent pixels composited over white, as RGB: Pillow's `alpha_composite` of each band of
+  `BAND_ROWS` rows, so that no full-size RGBA copy (and its composite) is ever made."""
+  from PIL import Image
+  result = Image.new('RGB', image.size)
+  for top in range(0, image.height, BAND_ROWS):
+    box = (0, top, image.width, min(top + BAND_ROWS, image.height))
+    band = image.crop(box).convert('RGBA')
+    white = Image.new('RGBA', band.size, (255, 255, 255, 255))
+    result.paste(Image.alpha_composite(white, band).convert('RGB'), box[:2])
+  return result
 
 
 def resize_all(images: np.ndarray, shape: Sequence[int]) -> np.ndarray:
