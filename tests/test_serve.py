@@ -392,7 +392,7 @@ def test_a_slow_or_short_request_is_answered_within_its_deadline(quick_url, requ
                                                                  problem):
   response, seconds = _exchange(quick_url, request_bytes, half_close)
   _assert_one_json_line(response, status, problem)
-  assert seconds < QUICK.header_seconds + 1
+  assert seconds < QUICK.header_seconds + 2  # slack for a busy machine
 
 
 def test_the_header_deadline_holds_for_a_client_that_sends_a_byte_at_a_time(quick_url):
@@ -412,7 +412,7 @@ def test_the_header_deadline_holds_for_a_client_that_sends_a_byte_at_a_time(quic
     response = _read_to_the_end(connection)
     seconds = time.monotonic() - start
   _assert_one_json_line(response, 408, "the request's headers took over 0.25 s")
-  assert seconds < QUICK.header_seconds + 1
+  assert seconds < QUICK.header_seconds + 2  # slack for a busy machine
 
 
 def _connection_threads() -> int:
@@ -431,7 +431,7 @@ def test_idle_connections_hold_no_more_threads_than_the_limit_and_end_at_the_dea
     assert _connection_threads() - before <= QUICK.connections
     start = time.monotonic()
     assert _predict(quick_url, body)['label']  # waits for a thread: the stalled ones end at their deadline
-    assert time.monotonic() - start < 2 * QUICK.header_seconds + 1
+    assert time.monotonic() - start < 2 * QUICK.header_seconds + 2
     for connection in stalled[:2]:
       _assert_one_json_line(_read_to_the_end(connection), 408, "the request's headers took over")
     assert [_read_to_the_end(connection) for connection in stalled[2:]] == [b'', b'']  # closed quietly
