@@ -42,15 +42,69 @@ def define_flags(defaults: Config, flag_values: flags.FlagValues = FLAGS) -> Non
   flags.DEFINE_integer('checkpoint_step', None, '--mode=eval/predict: use this step instead of the latest.',
                        flag_values=flag_values)
   for field in dataclasses.fields(Config):
+    if field.name == 'model_settings':  # one flag per setting: _define_model_settings
+      continue
+    if field.name == 'rules':  # repeated: --rule=A --rule=B
+      flags.DEFINE_multi_string('rule', list(defaults.rules), field.metadata['help'], flag_values=flag_values)
+      continue
     kind = typing.get_args(field.type)[0] if typing.get_origin(field.type) is typing.Union else field.type
     define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
               str: flags.DEFINE_string}[kind]
     define(field.name, getattr(defaults, field.name), field.metadata['help'], flag_values=flag_values)
+  _define_model_settings(defaults, flag_values)
+
+
+def _model_settings() -> dict:
+  """Every setting name of every registered model -> (its type, [(model, Setting), ...])."""
+  from zoo import models
+  found = {}
+  for name in models.MODELS:
+    for setting in models.contract_of(name).settings.values():
+      kind, owners = found.setdefault(setting.name, (setting.type, []))
+      if kind != setting.type:
+        raise TypeError(f'setting {setting.name} is {kind} in one model and {setting.type} in {name}: one flag '
+                        'cannot take both; rename one')
+      owners.append((name, setting))
+  return found
+
+
+def _define_model_settings(defaults: Config, flag_values: flags.FlagValues) -> None:
+  """--model.NAME for every setting of every model, unset (None) unless given: a run's model
+  fills in its defaults, and config.json records them all."""
+  for name, (kind, owners) in sorted(_model_settings().items()):
+    help_text = ' '.join(f'[{model}, default {_shown(setting.default)}] {setting.help}' for model, setting in owners)
+    define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+              str: flags.DEFINE_string}.get(kind, flags.DEFINE_list)
+    define(f'model.{name}', defaults.model_settings.get(name), help_text, flag_values=flag_values)
+
+
+def _shown(value) -> str:
+  return ','.join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _given_model_settings(flag_values: flags.FlagValues) -> dict:
+  """The --model.NAME flags that hold a value, as the setting's type."""
+  given = {}
+  for name, (kind, _) in _model_settings().items():
+    value = flag_values[f'model.{name}'].value
+    if value is None:
+      continue
+    if kind == tuple[int, ...]:
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError:
+        raise ZooError(f'--model.{name}={",".join(value)} is not integers separated by commas; write e.g. '
+                       f'--model.{name}=64,128') from None
+    given[name] = value
+  return given
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
   """The flags as a Config; a folder of your own files replaces the TFDS dataset."""
-  values = {f.name: flag_values[f.name].value for f in dataclasses.fields(Config)}
+  values = {f.name: flag_values[f.name].value for f in dataclasses.fields(Config)
+            if f.name not in ('model_settings', 'rules')}
+  values['rules'] = tuple(flag_values['rule'].value or ())
+  values['model_settings'] = _given_model_settings(flag_values)
   if values['image_folder'] or values['text_folder']:
     values['dataset'] = ''  # (a recipe's --dataset is overridden: the same recipe on your own files)
   return Config(**values)
@@ -77,9 +131,23 @@ def _check_eval_flags(workdir: Path) -> None:
   if recorded is None:
     return
   for name in Config.fields_with_role('run'):
+    if name in ('model_settings', 'rules'):
+      continue
     if FLAGS[name].present and FLAGS[name].value != getattr(recorded, name):
       raise ZooError(f'--{name}={FLAGS[name].value} contradicts {workdir}, which was trained '
                      f'with {name}={getattr(recorded, name)!r}; drop the flag or pass another --workdir')
+  if FLAGS['rule'].present and tuple(FLAGS.rule) != recorded.rules:
+    raise ZooError(f'--rule contradicts {workdir}, which was trained with rules {list(recorded.rules)}; drop the '
+                   'flag or pass another --workdir')
+  from zoo import models
+  settings = models.contract_of(recorded.model).settings if recorded.model in models.MODELS else {}
+  for name, value in _given_model_settings(FLAGS).items():
+    if name not in settings or settings[name].role == 'run':
+      recorded_value = recorded.model_settings.get(name)
+      same = recorded_value is not None and (tuple(recorded_value) if isinstance(value, tuple) else recorded_value) == value
+      if not same:
+        raise ZooError(f'--model.{name}={_shown(value)} contradicts {workdir}, which was trained with '
+                       f'{recorded.model}\'s {name}={recorded_value!r}; drop the flag or pass another --workdir')
 
 
 def _configure_logging() -> None:
@@ -104,7 +172,8 @@ def _train(workdir: Path) -> dict:
 def _evaluate(workdir: Path) -> dict:
   from zoo.training import loop
   overrides = {name: FLAGS[name].value for name in Config.fields_with_role('eval', 'runtime') if FLAGS[name].present}
-  return loop.evaluate(workdir, FLAGS.data_dir, step=FLAGS.checkpoint_step, **overrides)
+  return loop.evaluate(workdir, FLAGS.data_dir, step=FLAGS.checkpoint_step,
+                       model_settings=_given_model_settings(FLAGS), **overrides)
 
 
 def run(argv) -> None:

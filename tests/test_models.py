@@ -1,10 +1,13 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from zoo import models
 from zoo.errors import ZooError
 from zoo.models import MODELS, create_model
+from zoo.models.contract import setting
 from zoo.models.cnn import ResNet, SimpleCNN
 from zoo.models.mlp import MLP
 
@@ -149,7 +152,7 @@ def test_airbench_net_has_airbench94s_size_whitens_and_averages_views_at_eval():
 
 def test_airbench_in_bfloat16_keeps_float32_parameters_and_close_logits():
   images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
-  full, half = create_model('airbench', num_classes=10), create_model('airbench', 'bfloat16', num_classes=10)
+  full, half = create_model('airbench', num_classes=10), create_model('airbench', {'dtype': 'bfloat16'}, num_classes=10)
   variables = full.init(jax.random.key(0), images)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(half.init(jax.random.key(0), images)))
   reference, logits = full.apply(variables, images), half.apply(variables, images)
@@ -157,9 +160,48 @@ def test_airbench_in_bfloat16_keeps_float32_parameters_and_close_logits():
   assert 1e-4 < float(jnp.linalg.norm(logits - reference) / jnp.linalg.norm(reference)) < 3e-2  # bf16, not f32
 
 
-def test_compute_dtype_on_a_model_without_it_names_the_models_that_have_it():
-  with pytest.raises(ZooError, match='not implemented for simple_cnn.*airbench'):
-    create_model('simple_cnn', 'bfloat16', num_classes=10)
+def test_a_setting_the_model_lacks_or_of_the_wrong_type_names_the_models_settings():
+  with pytest.raises(ZooError, match=r'--model.dtype is not a setting of simple_cnn; its settings are: none'):
+    create_model('simple_cnn', {'dtype': 'bfloat16'}, num_classes=10)
+  with pytest.raises(ZooError, match=r'--model.widths is not a setting of mlp; its settings are: '
+                                     r'--model.hidden_sizes, --model.dropout_rate'):
+    create_model('mlp', {'widths': (8,)}, num_classes=10)
+  with pytest.raises(ZooError, match=r"--model.widths='wide' is not integers separated by commas; pass e.g. "
+                                     r'--model.widths=16,32,64'):
+    create_model('resnet20', {'widths': 'wide'}, num_classes=10)
+  assert create_model('resnet20', {'widths': [8, 16, 32]}, num_classes=10).widths == (8, 16, 32)  # as JSON holds it
+
+
+class _Fine(nn.Module):
+  num_classes: int = 2
+  input_kind = 'image'
+  width: int = setting(4, 'Hidden width.')
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return nn.Dense(self.num_classes)(nn.Dense(self.width)(x.reshape(len(x), -1)))
+
+
+@pytest.mark.parametrize('change, problem', [
+    ({'input_kind': 'audio'}, r"its class attribute input_kind must be one of \('image', 'text'\)"),
+    ({'__annotations__': {'width': int}, 'width': 4}, 'field width is not declared with setting'),
+    ({'__annotations__': {'width': float}, 'width': setting(4.0, 'w.')}, None),
+    ({'__annotations__': {'width': dict}, 'width': setting(None, 'w.')}, r"setting width has type <class 'dict'>; settings are one of int, float"),
+    ({'rules': ('Dense_0:speed=2',)}, "a rule does not parse: .*'speed' is not a rule key"),
+    ({'rules': 'Dense_0:lr=2'}, 'rules must be a tuple of rule strings'),
+    ({'init_from_data': lambda self, p, x, y: p}, 'init_from_data and init_examples go together'),
+    ({'min_image_size': 0}, 'min_image_size=0 is not a positive integer'),
+])
+def test_registering_a_model_that_breaks_the_contract_names_the_broken_part(change, problem):
+  broken = type('Broken', (_Fine,), dict(change))
+  if problem is None:
+    models.register('fine_for_a_test', broken)
+    models.MODELS.pop('fine_for_a_test')
+    return
+  with pytest.raises(TypeError, match=r"model 'broken' \(Broken\) breaks the model contract "
+                                      r'\(zoo/models/contract.py\): ' + problem):
+    models.register('broken', broken)
+  assert 'broken' not in models.MODELS
 
 
 def test_example_dropout_draws_each_rows_mask_from_its_global_index():

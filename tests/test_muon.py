@@ -9,7 +9,7 @@ from zoo import models
 from zoo.config import Config
 from zoo.errors import ZooError
 from zoo.models.airbench import AirbenchNet
-from zoo.training.optimizers import create_optimizer, muon_labels, orthogonalize
+from zoo.training.optimizers import create_optimizer, orthogonalize, treatments_for
 
 
 def torch_newtonschulz5(g, steps=3, eps=1e-7):
@@ -44,8 +44,8 @@ def test_muon_steps_as_airbench94_muon_does(nesterov):
   kernel = rng.normal(size=(3, 3, 6, 8)).astype(np.float32)
   config = Config(optimizer='muon', muon_learning_rate=0.24, muon_momentum=0.6, nesterov=nesterov,
                   schedule='linear', epochs=1, learning_rate=0.1)
-  tx = create_optimizer(config, 10)
   params = {'conv': {'kernel': jnp.asarray(kernel)}}
+  tx = create_optimizer(config, 10, treatments_for(params, ['conv/kernel:optimizer=muon']))
   state = tx.init(params)
   torch_p, torch_buf = kernel.transpose(3, 2, 0, 1), np.zeros((8, 6, 3, 3), np.float32)
   for step in range(3):
@@ -71,13 +71,12 @@ def test_muon_moves_the_training_filters_and_sgd_the_rest():
   and the frozen whitening kernel never moves."""
   model, x = AirbenchNet(widths=(16, 32, 32), tta_level=0), jnp.zeros((1, 32, 32, 3))
   params = jax.jit(lambda x: model.init(jax.random.key(0), x)['params'])(x)
-  labels = jax.tree_util.tree_flatten_with_path(muon_labels(model.frozen)(params))[0]
-  muon_paths = {'/'.join(k.key for k in path) for path, label in labels if label == 'muon'}
+  scopes = {'batchnorm': models.batchnorm_scopes(model, x), 'head': [models.head_scope(model, x)]}
+  treatments = treatments_for(params, (*AirbenchNet.rules, '{batchnorm}/bias:lr=3', '{head}/.*:lr=0.5'), scopes)
+  muon_paths = {path for path, t in treatments.items() if t.optimizer == 'muon' and not t.frozen}
   assert muon_paths == {f'ConvGroup_{i}/Conv_{j}/kernel' for i in range(3) for j in range(2)}
-  config = Config(optimizer='muon', learning_rate=0.1, momentum=0.0, muon_learning_rate=0.24,
-                  bias_lr_multiplier=3.0, head_lr_multiplier=0.5, schedule='constant')
-  tx = create_optimizer(config, 10, frozen=model.frozen, frozen_after_epochs=model.frozen_after_epochs,
-                        batchnorm_scopes=models.batchnorm_scopes(model, x), head=models.head_scope(model, x))
+  config = Config(optimizer='muon', learning_rate=0.1, momentum=0.0, muon_learning_rate=0.24, schedule='constant')
+  tx = create_optimizer(config, 10, treatments)
   rng = np.random.default_rng(2)
   grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
   update = jax.jit(tx.update)

@@ -21,7 +21,8 @@ import optax
 from zoo.config import Config
 from zoo.models import MODELS, create_model
 from zoo.training import steps
-from zoo.training.optimizers import create_optimizer
+from zoo.models.airbench import AirbenchNet
+from zoo.training.optimizers import create_optimizer, treatments_for
 
 BATCH = 16  # global batch: divisible by 1, 2 and 4 devices
 STEPS = 3
@@ -30,12 +31,12 @@ VOCAB, LENGTH = 50, 12
 # Small variants where a model is slow to compile on a CPU; the layers are the registry's.
 MODEL_KWARGS = {
     'simple_cnn': {'num_classes': 10},
-    'resnet20': {'num_classes': 10, 'blocks_per_stage': 1, 'widths': (8, 16, 32)},
-    'airbench': {'num_classes': 10, 'widths': (16, 32, 32), 'tta_level': 0},
-    'mlp': {'num_classes': 10, 'hidden_sizes': (64, 32), 'dropout_rate': 0.3},
-    'lstm': {'num_classes': 1, 'vocab_size': VOCAB, 'embed_dim': 8, 'hidden_size': 8},
-    'bilstm': {'num_classes': 1, 'vocab_size': VOCAB, 'embed_dim': 8, 'hidden_size': 8},
-    'ngram': {'num_classes': 1, 'vocab_size': VOCAB, 'num_buckets': 2 ** 12},
+    'resnet20': {'num_classes': 10, 'settings': {'blocks_per_stage': 1, 'widths': (8, 16, 32)}},
+    'airbench': {'num_classes': 10, 'settings': {'widths': (16, 32, 32), 'tta_level': 0}},
+    'mlp': {'num_classes': 10, 'settings': {'hidden_sizes': (64, 32), 'dropout_rate': 0.3}},
+    'lstm': {'num_classes': 1, 'vocab_size': VOCAB, 'settings': {'embed_dim': 8, 'hidden_size': 8}},
+    'bilstm': {'num_classes': 1, 'vocab_size': VOCAB, 'settings': {'embed_dim': 8, 'hidden_size': 8}},
+    'ngram': {'num_classes': 1, 'vocab_size': VOCAB, 'settings': {'num_buckets': 2 ** 12}},
 }
 
 
@@ -56,11 +57,12 @@ def train(name: str) -> dict:
   mesh = steps.data_mesh()
   rng = np.random.default_rng(0)
   inputs, labels, preprocess = synthetic_split(name, 2 * STEPS * BATCH, rng)
-  model = create_model(name, **MODEL_KWARGS[name])
+  model = create_model(name, **MODEL_KWARGS[name])  # settings= and the dataset's dimensions
   tx = optax.sgd(0.05, momentum=0.9)
   if name == 'airbench':
     muon = Config(optimizer='muon', learning_rate=0.05, momentum=0.9, nesterov=True, muon_learning_rate=0.05)
-    tx = create_optimizer(muon, STEPS, frozen=model.frozen)
+    params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), preprocess(inputs[:1], None))['params']
+    tx = create_optimizer(muon, STEPS, treatments_for(params, AirbenchNet.rules))
   state = steps.create_train_state(model, tx, preprocess(inputs[:1], None), jax.random.key(0), mesh)
   if name == 'ngram':  # its ratios come from the data (as `loop._build` sets them); zero, nothing would train
     params = model.init_from_data(jax.device_get(state.params), preprocess(inputs, None), labels)

@@ -30,8 +30,10 @@ def _field(default, help: str, role: str = 'run', choices: tuple = (),  # pylint
            at_least: int | None = None, at_most: int | None = None):
   """`at_least`/`at_most`: the range `validate` checks (a value outside it would crash the run later)."""
   assert role in ROLES, role
-  return dataclasses.field(default=default, metadata={'help': help, 'role': role, 'choices': choices,
-                                                      'range': (at_least, at_most)})
+  metadata = {'help': help, 'role': role, 'choices': choices, 'range': (at_least, at_most)}
+  if isinstance(default, dict):  # mutable: each Config gets its own copy
+    return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
 
 
 def _check_range(field: dataclasses.Field, value) -> None:
@@ -50,6 +52,8 @@ def _has_type(value, kind) -> bool:
     return value is None
   if isinstance(value, bool) and kind is not bool:
     return False
+  if kind is tuple:  # a list of strings in config.json
+    return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
   return isinstance(value, (int, float) if kind is float else kind)
 
 
@@ -68,35 +72,36 @@ class Config:
   text_folder: str = _field('', 'Train on your own texts: DIR/<split>/<class name>/<file>.txt, UTF-8 '
                             '(replaces --dataset).')
   image_size: int = _field(0, 'Resize images to N x N (0: the dataset\'s own size; folders: 32).')
-  model: str = _field('simple_cnn', 'Model name from zoo.models.MODELS.')
+  model: str = _field('simple_cnn', 'Model name from zoo.models.MODELS; its settings are the --model.NAME flags '
+                      '(each names the models that have it).')
+  model_settings: dict = _field({}, 'The model\'s settings (--model.NAME=VALUE); config.json records every one, '
+                                'defaults included, and a resume must repeat them.')
   epochs: int = _field(10, 'Number of passes over --train_split.', at_least=1)
   batch_size: int = _field(32, 'Global batch size, split evenly over every device of every process; must '
                            'divide by the number of devices.')
   eval_batch_size: int = _field(500, 'Global eval batch size; the last batch is padded and masked.', 'eval')
   optimizer: str = _field('adam', 'adam | adamw | sgd (momentum --momentum, --nesterov) | muon (airbench94_muon: '
-                          'Muon for the convolution filters that train, at --muon_learning_rate with '
-                          '--muon_momentum; SGD as sgd for every other parameter).', choices=OPTIMIZERS)
+                          'Muon for the parameters a rule gives it, by default the convolution filters, at '
+                          '--muon_learning_rate with --muon_momentum; SGD as sgd for every other parameter).', choices=OPTIMIZERS)
   learning_rate: float = _field(1e-3, 'Peak learning rate.')
   schedule: str = _field('constant', 'constant | cosine | warmup_cosine | onecycle | triangular | linear (optax '
                          'schedules; triangular is airbench94\'s: 0.2 lr -> lr at --warmup_epochs -> 0.07 lr '
                          'at the end; linear is airbench94_muon\'s: lr -> 0 at the end, after a linear warm-up '
-                         'from 0 if --warmup_epochs, and a parameter that stops early (airbench\'s whitening '
-                         'bias) reaches 0 at its stop).', choices=SCHEDULES)
+                         'from 0 if --warmup_epochs).', choices=SCHEDULES)
   warmup_epochs: float = _field(0.0, 'Linear warm-up length for --schedule=warmup_cosine, triangular and linear.')
   momentum: float = _field(0.9, 'SGD momentum.')
   nesterov: bool = _field(False, 'Nesterov momentum for SGD and Muon.')
   weight_decay: float = _field(0.0, 'Weight decay (decoupled for adamw, L2 for adam, sgd and muon\'s SGD '
-                               'parameters; Muon\'s filters are renormalised every step instead).')
+                               'parameters; Muon\'s filters are renormalised every step instead). Biases and '
+                               'BatchNorm scales and offsets are not decayed unless a --rule says so.')
+  rules: tuple = _field((), 'A per-parameter optimizer rule, PATTERN:KEY=VALUE,... (repeat the flag): learning-rate '
+                        'and decay multipliers, frozen, a stop or its own schedule length, Muon or not, for the '
+                        'parameters whose path matches PATTERN ({head}, {batchnorm}: those scopes). Applied after '
+                        'the model\'s own; zoo/rules.py and docs/training.md.')
   muon_learning_rate: float = _field(0.24, '--optimizer=muon: peak learning rate of the Muon filters, on '
                                      '--schedule; their update has a fixed size whatever the gradient\'s scale.')
   muon_momentum: float = _field(0.6, '--optimizer=muon: momentum of the Muon filters (torch form: buffer = '
                                 'momentum x buffer + gradient).')
-  weight_decay_scope: str = _field('kernels', 'kernels (biases and BatchNorm offsets are not decayed) | all '
-                                   '(airbench decays them too).', choices=('kernels', 'all'))
-  bias_lr_multiplier: float = _field(1.0, 'Gradient factor for BatchNorm offsets, applied before weight decay '
-                                     '(airbench: 64).')
-  head_lr_multiplier: float = _field(1.0, 'Gradient factor for the classifier head (the last dense layer giving '
-                                     'the logits), applied before weight decay (airbench94_muon: 1/64).')
   label_smoothing: float = _field(0.0, 'Label smoothing for the cross-entropy loss.')
   augment: bool = _field(False, 'Random crop (--crop_padding px reflect padding) and horizontal flip of '
                          'training images.')
@@ -111,18 +116,14 @@ class Config:
   lookahead_every_steps: int = _field(5, 'Steps between --lookahead averaging steps.', at_least=1)
   lookahead_decay: float = _field(0.95, 'Per-step decay of the --lookahead average at the end of training '
                                   '(it rises as (step / total steps)**3).')
-  tta_level: int = _field(-1, 'Test-time augmentation at evaluation (airbench): 0 none, 1 mirror, 2 mirror + '
-                          '1-pixel translations, -1 the model\'s default; may differ in --mode=eval.', 'eval')
-  compute_dtype: str = _field('float32', 'float32 | bfloat16 (models with a dtype field, e.g. airbench): '
-                              'activations and conv/matmul inputs; parameters stay float32. Fast on GPUs/TPUs, '
-                              'slow on most CPUs.', choices=('float32', 'bfloat16'))
   init_from: str = _field('', 'Fine-tune: start from the latest checkpoint of this trained workdir (its parameters '
                           'and BatchNorm statistics; a fresh optimizer). A classifier head of another width '
                           '(other classes) is created anew. Texts are read with its vocabulary (same --vocab_size '
                           'and --max_length). The start is saved as checkpoint 0: a resume never reads the source '
                           'again, wherever it has gone.')
   freeze: str = _field('none', 'none | backbone: train the classifier head only; every other parameter keeps '
-                       'its value (BatchNorm statistics still follow the new data).', choices=('none', 'backbone'))
+                       'its value (BatchNorm statistics still follow the new data). The rules '
+                       '\'.*:frozen\' and \'{head}/.*:frozen=false\' before --rule\'s.', choices=('none', 'backbone'))
   seed: int = _field(0, 'Seeds parameters, data order, augmentation and dropout.', at_least=0, at_most=2**63 - 1)
   train_split: str = _field('train', 'TFDS split to train on (slicing works: "train[:45000]").')
   eval_split: str = _field('test', 'TFDS split to evaluate on after every epoch and in --mode=eval.', 'eval')
@@ -160,9 +161,9 @@ class Config:
   def validate(self, device_count: int) -> None:
     """Raises ZooError naming the first field a run cannot use, and how to fix it. Every name is
     checked here, before any data is read."""
-    from zoo.models import MODELS  # the registry is the one list of model names
-    if self.model not in MODELS:
-      raise ZooError(f'unknown model {self.model!r}; choose one of: {", ".join(sorted(MODELS))}')
+    from zoo import models, rules  # the registry is the one list of model names and settings
+    models.resolve_settings(self.model, self.model_settings)
+    rules.parse_all(self.rules)
     for field in dataclasses.fields(self):
       choices, value = field.metadata['choices'], getattr(self, field.name)
       if choices and value not in choices:
@@ -187,9 +188,6 @@ class Config:
                      f'{self.muon_momentum} is out of range; pass a positive rate and 0 <= momentum < 1')
     if self.lookahead and not 0 <= self.lookahead_decay <= 1:
       raise ZooError(f'--lookahead_decay={self.lookahead_decay} is out of range; pass 0 <= --lookahead_decay <= 1')
-    if self.tta_level not in (-1, 0, 1, 2):
-      raise ZooError(f'--tta_level={self.tta_level} is unknown; choose 0 (none), 1 (mirror), 2 (mirror + translations) '
-                     'or -1 (the model\'s default)')
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -202,4 +200,5 @@ class Config:
     for name, value in values.items():
       if name in fields and not _has_type(value, fields[name].type):
         raise TypeError(f'{name}={value!r} is not of type {_type_name(fields[name].type)}')
-    return cls(**{k: v for k, v in values.items() if k in fields})
+    values = {k: tuple(v) if fields[k].type is tuple else v for k, v in values.items() if k in fields}
+    return cls(**values)

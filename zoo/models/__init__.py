@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.models import contract
 from zoo.models.airbench import AirbenchNet
 from zoo.models.cnn import ResNet, SimpleCNN
 from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
@@ -15,15 +16,35 @@ from zoo.errors import ZooError
 from zoo.models.mlp import MLP
 from zoo.models.ngram import NgramClassifier
 
-MODELS = {
-    'simple_cnn': SimpleCNN,
-    'resnet20': ResNet,
-    'airbench': AirbenchNet,
-    'mlp': MLP,
-    'lstm': LSTMClassifier,
-    'bilstm': BiLSTMClassifier,
-    'ngram': NgramClassifier,
-}
+MODELS = {}
+
+
+def register(name: str, model_class) -> None:
+  """Adds `model_class` to the registry as `--model=name`, after checking the model contract
+  (`contract.py`): a class that breaks it fails here, with the broken part named."""
+  contract.check(name, model_class)
+  MODELS[name] = model_class
+
+
+for _name, _class in (('simple_cnn', SimpleCNN), ('resnet20', ResNet), ('airbench', AirbenchNet), ('mlp', MLP),
+                      ('lstm', LSTMClassifier), ('bilstm', BiLSTMClassifier), ('ngram', NgramClassifier)):
+  register(_name, _class)
+
+
+def contract_of(name_or_model) -> contract.Contract:
+  """What the zoo may ask of a registered model (by name, class or instance)."""
+  return contract.contract_of(MODELS[name_or_model] if isinstance(name_or_model, str) else name_or_model)
+
+
+def _known(name: str):
+  if name not in MODELS:
+    raise ZooError(f'unknown model {name!r}; choose one of: {", ".join(sorted(MODELS))}')
+  return MODELS[name]
+
+
+def resolve_settings(name: str, given: dict, roles=contract.ROLES) -> dict:
+  """Every setting of model `name`: `given` (checked) over the defaults."""
+  return contract.check_settings(name, _known(name), given, roles)
 
 
 def check_input(name: str, kind: str, image_shape=None) -> None:
@@ -31,38 +52,22 @@ def check_input(name: str, kind: str, image_shape=None) -> None:
   for images their size). An unknown name passes: `create_model` names the known ones."""
   if name not in MODELS:
     return
-  model = MODELS[name]
+  model = contract_of(name)
   if model.input_kind != kind:
-    fitting = sorted(n for n, m in MODELS.items() if m.input_kind == kind)
+    fitting = sorted(n for n in MODELS if contract_of(n).input_kind == kind)
     raise ZooError(f'--model={name} takes {"token ids (text)" if model.input_kind == "text" else "images"}, '
                    f'not {kind}s; for this dataset choose one of: {", ".join(fitting)}')
-  smallest = getattr(model, 'min_image_size', 1)
+  smallest = model.min_image_size
   if image_shape is not None and min(image_shape[:2]) < smallest:
     raise ZooError(f'--model={name} needs images of at least {smallest}x{smallest} pixels, not '
                    f'{image_shape[1]}x{image_shape[0]}; pass --image_size={smallest} or more, or another model')
 
 
-def create_model(name: str, compute_dtype: str = 'float32', tta_level: int = -1, **dataset_kwargs):
-  """Builds registry entry `name`; unknown names raise ZooError (a ValueError) listing the known ones.
-
-  `compute_dtype` other than float32 goes to models with a `dtype` field (activations, conv and
-  matmul inputs); their parameters stay float32. `tta_level` other than -1 (the model's own) goes
-  to models with test-time augmentation."""
-  if name not in MODELS:
-    raise ZooError(f'unknown model {name!r}; choose one of: {", ".join(sorted(MODELS))}')
-  if tta_level != -1:
-    if 'tta_level' not in MODELS[name].__dataclass_fields__:
-      with_tta = sorted(n for n, m in MODELS.items() if 'tta_level' in m.__dataclass_fields__)
-      raise ZooError(f'--tta_level={tta_level}: {name} has no test-time augmentation; drop the flag or use '
-                     f'one of: {", ".join(with_tta)}')
-    dataset_kwargs['tta_level'] = tta_level
-  if compute_dtype != 'float32':
-    if 'dtype' not in MODELS[name].__dataclass_fields__:
-      with_dtype = sorted(n for n, m in MODELS.items() if 'dtype' in m.__dataclass_fields__)
-      raise ZooError(f'--compute_dtype={compute_dtype} is not implemented for {name}; drop the flag or use '
-                     f'one of: {", ".join(with_dtype)}')
-    dataset_kwargs['dtype'] = jnp.dtype(compute_dtype)
-  return MODELS[name](**dataset_kwargs)
+def create_model(name: str, settings: dict | None = None, **dataset_kwargs):
+  """Builds registry entry `name` with its `settings` (any left out keep their defaults) and the
+  dataset's dimensions; an unknown name or setting raises ZooError naming the known ones."""
+  resolved = resolve_settings(name, settings or {})
+  return MODELS[name](**resolved, **dataset_kwargs)
 
 
 def probabilities(logits) -> np.ndarray:

@@ -14,12 +14,12 @@ The tricks that live in the network, each as in airbench94:
 - a final 3x3 max-pool, a bias-free linear layer and a 1/9 output scale;
 - test-time augmentation (`tta_level`): 1 averages the logits of the image and its mirror image,
   2 (airbench's default) adds both views of the image shifted one pixel up-left and down-right.
-The whitening bias learns for the first 3 epochs only (`frozen_after_epochs`). The tricks of the
+The whitening bias learns for the first 3 epochs only (its `rules`). The tricks of the
 recipe (batch 1024, Nesterov SGD on a triangular schedule, 64x learning rate for the BatchNorm
 offsets, weight decay on every parameter, label smoothing 0.2, alternating flip + 2-pixel
 translation, lookahead averaging of the weights) are flags: `experiments/recipes/cifar_airbench.flags`.
 """
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.models.cnn import Conv, max_pool_2x2
+from zoo.models.contract import setting
 
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
@@ -87,23 +88,27 @@ class AirbenchNet(nn.Module):
   input_kind = 'image'  # any channel count
   min_image_size = 9  # the 2x2 whitening conv, then three 2x2 poolings
   num_classes: int = 10
-  widths: Sequence[int] = (64, 256, 256)
-  output_scale: float = 1 / 9
-  tta_level: int = 2  # test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel translations
-  # bfloat16 (`--compute_dtype`) as airbench94 runs in float16: activations and conv inputs; the
-  # parameters, BatchNorm statistics and logits stay float32.
-  dtype: Any = jnp.float32
+  widths: tuple[int, ...] = setting((64, 256, 256), 'Widths of the three conv groups.')
+  output_scale: float = setting(1 / 9, 'Factor on the logits (airbench94: 1/9).')
+  tta_level: int = setting(2, 'Test-time augmentation at evaluation: 0 none, 1 mirror, 2 mirror + 1-pixel '
+                           'translations (airbench94\'s); --mode=eval may choose another.', role='eval')
+  dtype: str = setting('float32', 'float32 | bfloat16: activations and conv inputs (airbench94 runs in float16); '
+                       'parameters, BatchNorm statistics and logits stay float32. Fast on GPUs/TPUs, slow on most '
+                       'CPUs.')
   # The mapped axis a training batch is sharded over (e.g. in shard_map): BatchNorm then uses the
   # whole batch's statistics, so N devices train as one. None: the rows `apply` is given.
   axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, images, train: bool = False):
+    if self.dtype not in ('float32', 'bfloat16'):
+      raise ValueError(f'dtype={self.dtype!r}: choose float32 or bfloat16')
+    dtype = jnp.dtype(self.dtype)
     whiten = Conv(2 * WHITEN_SIZE ** 2 * images.shape[-1], (WHITEN_SIZE, WHITEN_SIZE), padding='VALID',
-                  name='whiten', dtype=self.dtype)
-    convs = [ConvGroup(width, self.dtype, self.axis_name) for width in self.widths]
+                  name='whiten', dtype=dtype)
+    convs = [ConvGroup(width, dtype, self.axis_name) for width in self.widths]
     # torch.nn.Linear's default init (uniform, bound 1/sqrt(fan_in)), as airbench94 has it.
-    head = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype,
+    head = nn.Dense(self.num_classes, use_bias=False, dtype=dtype,
                     kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'))
 
     def logits(x):
@@ -134,7 +139,6 @@ class AirbenchNet(nn.Module):
     whiten = dict(params['whiten'], kernel=jnp.asarray(kernel))
     return dict(params, whiten=whiten)
 
-  # Parameters no optimizer may change, and those that stop after some epochs (`optimizers.py`).
-  frozen = ('whiten/kernel',)
-  frozen_after_epochs = (('whiten/bias', 3),)
+  # The whitening kernel never trains; its bias learns for the first 3 epochs (zoo/rules.py).
+  rules = ('whiten/kernel:frozen', 'whiten/bias:stop_after_epochs=3')
   init_examples = 5000  # the training images init_from_data sees

@@ -6,11 +6,13 @@ grad in anyone's code; a BatchNorm model takes an optional `axis_name`, the mapp
 vmap) over which a training batch is split, to normalise with the statistics of the whole batch.
 """
 import functools
-from typing import Optional, Sequence
+from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
+
+from zoo.models.contract import setting
 
 # Keras initialises kernels with glorot_uniform and biases with zeros; using the same initialiser
 # keeps the seed recipe's training dynamics (and its accuracy) those of the seed.
@@ -125,8 +127,8 @@ class ResNet(nn.Module):
   """
   num_classes: int = 10
   input_kind = 'image'
-  blocks_per_stage: int = 3
-  widths: Sequence[int] = (16, 32, 64)
+  blocks_per_stage: int = setting(3, 'Residual blocks per stage: 3 is ResNet-20, 5 ResNet-32, 9 ResNet-56.')
+  widths: tuple[int, ...] = setting((16, 32, 64), 'Widths of the three stages.')
   axis_name: Optional[str] = None
 
   @nn.compact

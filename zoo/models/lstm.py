@@ -9,6 +9,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from zoo.models.contract import setting
 from zoo.models.dropout import ExampleDropout
 
 PAD_ID = 0
@@ -23,8 +24,8 @@ class LSTMClassifier(nn.Module):
   vocab_size: int
   num_classes: int = 1
   input_kind = 'text'
-  embed_dim: int = 16
-  hidden_size: int = 32
+  embed_dim: int = setting(16, 'Width of the token embedding.')
+  hidden_size: int = setting(32, 'Width of the LSTM state.')
 
   @nn.compact
   def __call__(self, tokens, train: bool = False):
@@ -44,9 +45,9 @@ class BiLSTMClassifier(nn.Module):
   vocab_size: int
   num_classes: int = 1
   input_kind = 'text'
-  embed_dim: int = 128
-  hidden_size: int = 64
-  dropout_rate: float = 0.4
+  embed_dim: int = setting(128, 'Width of the token embedding.')
+  hidden_size: int = setting(64, 'Width of each direction\'s LSTM state.')
+  dropout_rate: float = setting(0.4, 'Dropout on the embeddings and on the pooled features.')
   # The mapped axis a batch is sharded over, if any: dropout masks follow the global example index
   # (`dropout.py`), so the same batch trains alike on any number of devices.
   axis_name: Optional[str] = None

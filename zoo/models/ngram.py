@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.models.contract import setting
+
 PAD_ID = 0
 # One 32-bit offset per n-gram order, so that a bigram and a unigram land in unrelated buckets.
 _ORDER_OFFSETS = (0x27D4EB2F, 0x165667B1, 0xD3A2646C)
@@ -107,14 +109,14 @@ class NgramClassifier(nn.Module):
   vocab_size: int
   num_classes: int = 1
   input_kind = 'text'
-  # Uni- and bigrams: on IMDB with 2**20 buckets, trigrams cost accuracy (docs/text.md).
-  max_n: int = 2
-  num_buckets: int = 2 ** 20
-  # Logit = scale x the NB score at initialisation: a review holds hundreds of n-grams whose ratios sum to
-  # tens, so the NB score is scaled down to a calibrated logit that training then sharpens.
-  scale: float = 0.05
-  use_ratios: bool = True  # False: the weights alone, from 0: a plain logistic regression on the bag (ablations)
-  alpha: float = 1.0  # NB's additive smoothing of the counts
+  max_n: int = setting(2, 'Longest n-gram in the bag (2: uni- and bigrams; docs/text.md compares orders).')
+  num_buckets: int = setting(2 ** 20, 'Hash buckets of the bag, a power of two.')
+  # A review holds hundreds of n-grams whose ratios sum to tens: the NB score scaled down is a
+  # calibrated logit that training then sharpens.
+  scale: float = setting(0.05, 'Logit = scale x the Naive Bayes score at initialisation.')
+  use_ratios: bool = setting(True, 'Weight the bag by the Naive Bayes ratios; false: a plain logistic '
+                             'regression on the bag, from 0.')
+  alpha: float = setting(1.0, 'Naive Bayes\' additive smoothing of the counts.')
 
   def setup(self):
     if self.num_buckets & (self.num_buckets - 1):
@@ -145,6 +147,5 @@ class NgramClassifier(nn.Module):
                 bias=jnp.asarray(log_prior_ratios(labels, num_labels) * self.scale))
 
   # Nothing frozen: training the NB ratios as well as the weights that rescale them scored better on
-  # IMDB (docs/text.md); a subclass with frozen = ('ratios',) keeps them the training split's statistics.
-  frozen = ()
+  # IMDB (docs/text.md); --rule=ratios:frozen keeps them the training split's statistics.
   init_examples = None  # init_from_data counts the whole training split

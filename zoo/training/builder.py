@@ -14,22 +14,31 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from zoo import models
+from zoo import models, rules
 from zoo import workdir as workdir_lib
 from zoo.config import Config
 from zoo.data import open_dataset
+from zoo.models import contract
 from zoo.data.sources import DatasetInfo
 from zoo.errors import ZooError
 from zoo.training import steps
-from zoo.training.optimizers import create_optimizer
+from zoo.training.optimizers import create_optimizer, treatments_for
 
 
 log = logging.getLogger('zoo')
 
 
 def create_model(config: Config, model_kwargs: dict):
-  """The config's registered model with the dataset's dimensions (`dataset.model_kwargs()`)."""
-  return models.create_model(config.model, config.compute_dtype, config.tta_level, **model_kwargs)
+  """The config's registered model with its settings and the dataset's dimensions
+  (`dataset.model_kwargs()`)."""
+  return models.create_model(config.model, config.model_settings, **model_kwargs)
+
+
+def with_all_settings(config: Config) -> Config:
+  """`config` with every setting of its model, defaults included: what config.json records, so
+  that a later change of a default cannot change what a trained workdir means."""
+  settings = models.resolve_settings(config.model, config.model_settings)
+  return dataclasses.replace(config, model_settings=contract.json_settings(settings))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,17 +60,24 @@ class Program:
     return models.head_scope(self.model, self.sample)
 
   @functools.cached_property
+  def treatments(self) -> dict:
+    """Each parameter's treatment by the optimizer: the zoo's default rules, the model's, then
+    --freeze's and the run's --rule (`zoo.rules`)."""
+    own = models.contract_of(self.model).rules
+    freeze = rules.FREEZE_BACKBONE if self.config.freeze == 'backbone' else ()
+    every = (*own, *freeze, *self.config.rules)
+    used = set().union(*(rule.placeholders for rule in rules.parse_all(every)))
+    scopes = {}
+    if 'head' in used:
+      scopes['head'] = [self.head]
+    if 'batchnorm' in used:
+      scopes['batchnorm'] = sorted(models.batchnorm_scopes(self.model, self.sample))
+    shapes = jax.eval_shape(lambda x: self.model.init(jax.random.key(0), x, train=False), self.sample)
+    return treatments_for(shapes['params'], every, scopes, checked=self.config.rules)
+
+  @functools.cached_property
   def optimizer(self):
-    frozen = tuple(getattr(self.model, 'frozen', ()))
-    if self.config.freeze == 'backbone':  # every parameter outside the head
-      shapes = jax.eval_shape(lambda x: self.model.init(jax.random.key(0), x, train=False), self.sample)
-      paths = ['/'.join(str(getattr(k, 'key', k)) for k in path)
-               for path, _ in jax.tree_util.tree_flatten_with_path(shapes['params'])[0]]
-      frozen += tuple(p for p in paths if not p.startswith(self.head + '/'))
-    return create_optimizer(self.config, self.steps_per_epoch, frozen=frozen,
-                            frozen_after_epochs=getattr(self.model, 'frozen_after_epochs', ()),
-                            batchnorm_scopes=models.batchnorm_scopes(self.model, self.sample),
-                            head=self.head if self.config.head_lr_multiplier != 1.0 else '')
+    return create_optimizer(self.config, self.steps_per_epoch, self.treatments)
 
   @functools.cached_property
   def lookahead(self) -> Optional[steps.Lookahead]:
@@ -80,7 +96,7 @@ class Program:
     `init_labels`; restoring a checkpoint overrides it."""
     state = steps.create_train_state(self.model, self.optimizer, self.sample, jax.random.key(self.config.seed),
                                      self.mesh, self.config.lookahead, axis_name=self.axis_name)
-    if init_inputs is None or not hasattr(self.model, 'init_from_data'):
+    if init_inputs is None or models.contract_of(self.model).init_from_data is None:
       return state
     params = self.model.init_from_data(jax.device_get(state.params), init_inputs, init_labels)
     replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(self.mesh)), tree)

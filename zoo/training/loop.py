@@ -4,6 +4,7 @@ Data flow: TFDS split (host memory) -> a feed (`feeds.py`: the split held on the
 tf.data batches of this process's rows) -> jitted shard_map steps over the `data` axis ->
 replicated state -> orbax checkpoint + history.
 """
+import dataclasses
 import logging
 import math
 import time
@@ -86,9 +87,10 @@ def _data_for_init(model, dataset, train_split) -> tuple:
   """(preprocessed inputs, labels) of the first `model.init_examples` training examples (None: all)
   for a model with a data-dependent initialisation (`init_from_data`: airbench's whitening layer,
   the n-gram model's Naive Bayes ratios); () for the others."""
-  if not hasattr(model, 'init_from_data'):
+  contract = models.contract_of(model)
+  if contract.init_from_data is None:
     return ()
-  count = model.init_examples
+  count = contract.init_examples
   return pipeline.preprocess_for_eval(dataset, train_split.inputs[:count]), train_split.labels[:count]
 
 
@@ -125,6 +127,7 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
 
 
 def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> list[dict]:
+  config = builder.with_all_settings(config)  # what config.json records and a resume compares
   mesh = steps.data_mesh()
   dataset, train_split, eval_split, steps_per_epoch, source = _open(config, workdir, data_dir)
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, train_split.inputs[:1]),
@@ -221,10 +224,11 @@ def _log_progress(config: Config, summary: dict, epoch: int, step: int, total_st
            reporting.format_duration((total_steps - step) * config.batch_size / rate))
 
 
-def evaluate(workdir, data_dir: str | None = None, step: int | None = None, **overrides) -> dict:
+def evaluate(workdir, data_dir: str | None = None, step: int | None = None, model_settings: dict | None = None,
+             **overrides) -> dict:
   """Evaluates a checkpoint of `workdir` (default: the newest) with the config recorded there, but
-  for `overrides` of fields whose role is `eval` (`eval_split`, `eval_batch_size`, `tta_level`:
-  recorded in eval.json) or `runtime`. Every example's prediction is computed once, and accuracy,
+  for `overrides` of fields whose role is `eval` (`eval_split`, `eval_batch_size`: recorded in
+  eval.json) or `runtime`, and `model_settings` whose role is `eval` (airbench's `tta_level`). Every example's prediction is computed once, and accuracy,
   loss, the report's metrics (`zoo.report`) and its pictures all come from it: writes eval.json and
   `report/index.html`; returns what eval.json holds."""
   workdir = Path(workdir)
@@ -233,6 +237,9 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, **ov
     raise ValueError(f'evaluate() may override only {allowed}, not {sorted(set(overrides) - set(allowed))}')
   trained = builder.open_trained(workdir, data_dir, **overrides)
   config, dataset = trained.config, trained.dataset
+  if model_settings:
+    models.resolve_settings(config.model, model_settings, roles=('eval',))
+    config = dataclasses.replace(config, model_settings={**config.model_settings, **model_settings})
   config.validate(jax.device_count())
   manager = checkpoints.create_manager(workdir, read_only=True)
   if manager.latest_step() is None:
@@ -251,6 +258,7 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, **ov
   result = {'split': config.eval_split, 'step': int(state.step), 'num_examples': len(labels),
             'accuracy': sums['accuracy'], 'loss': sums['loss'], 'dataset': config.data_name, 'model': config.model,
             **{k: v for k, v in overrides.items() if k in Config.fields_with_role('eval') and k != 'eval_split'},
+            **({'model_settings': model_settings} if model_settings else {}),
             **report.classification_metrics(probabilities, labels, class_names)}
   log.info('evaluated %d examples in %.1f s', len(labels), time.perf_counter() - start)
   if _is_chief():

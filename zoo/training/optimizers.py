@@ -1,12 +1,12 @@
 """Optimizers and learning-rate schedules from optax, chosen by name from the config, and
 airbench94_muon's Muon step for convolution filters (`scale_by_muon`, `normalize_filters`)."""
-import dataclasses
-from typing import NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from zoo import rules
 from zoo.errors import ZooError
 from zoo.config import Config, OPTIMIZERS, SCHEDULES
 
@@ -41,52 +41,6 @@ def create_schedule(config: Config, steps_per_epoch: int, peak: Optional[float] 
     return optax.join_schedules([optax.linear_schedule(0.2 * lr, lr, warmup),
                                  optax.linear_schedule(lr, 0.07 * lr, total - warmup)], [warmup])
   raise ZooError(f'unknown --schedule={config.schedule!r}; choose one of: {", ".join(SCHEDULES)}')
-
-
-def _decay_mask(config: Config):
-  """--weight_decay_scope=kernels leaves biases and BatchNorm scales/offsets (rank <= 1) alone."""
-  if config.weight_decay_scope == 'all':
-    return None
-  return lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-
-
-def _path_name(path) -> str:
-  return '/'.join(str(getattr(k, 'key', k)) for k in path)
-
-
-def _path_mask(params, paths):
-  """True for the parameters at 'module/name' paths (the end of the full path, e.g. 'whiten/bias')."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: _path_name(path) in paths, params)
-
-
-def _offsets_of(batchnorm_scopes):
-  """A mask: True for the `bias` of every BatchNorm module at `batchnorm_scopes` ('a/b' paths)."""
-  def mask(params):
-    def is_offset(path, _):
-      names = _path_name(path).split('/')
-      return names[-1] == 'bias' and '/'.join(names[:-1]) in batchnorm_scopes
-    return jax.tree_util.tree_map_with_path(is_offset, params)
-  return mask
-
-
-def _head_of(head: str):
-  """A mask: True for the parameters under the classifier head's scope `head` ('a/b')."""
-  return lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, _: _path_name(path).startswith(head + '/'), params)
-
-
-def _stop_after(num_updates: int, config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """Passes the first `num_updates` updates, then zeros: the parameter stops where it is. Under
-  --schedule=linear the updates before follow the schedule shortened to `num_updates`, so the
-  rate reaches 0 at the stop (airbench94_muon's whitening bias: lr x (1 - step / stop))."""
-  if config.schedule != 'linear' or num_updates >= config.epochs * steps_per_epoch:
-    return optax.scale_by_schedule(lambda count: (count < num_updates).astype('float32'))
-  run, own = create_schedule(config, steps_per_epoch, 1.0), create_schedule(config, steps_per_epoch, 1.0, num_updates)
-
-  def factor(count):
-    ratio = own(count) / jnp.where(run(count) > 0, run(count), 1.0)  # the run's rate is applied already
-    return jnp.where((count < num_updates) & (run(count) > 0), ratio, 0.0)
-  return optax.scale_by_schedule(factor)
 
 
 class ScaleByMuonState(NamedTuple):
@@ -136,60 +90,81 @@ def normalize_filters() -> optax.GradientTransformation:
   return optax.GradientTransformation(optax.init_empty_state, update)
 
 
-def muon_labels(frozen=()):
-  """'muon' for the 4-D convolution filters that train (not the `frozen` ones, such as airbench's
-  whitening kernel), 'sgd' for every other parameter."""
+def create_optimizer(config: Config, steps_per_epoch: int,
+                     treatments: Mapping[str, rules.Treatment]) -> optax.GradientTransformation:
+  """The config's optimizer, each parameter treated as `treatments` says (its 'a/b/c' path ->
+  `zoo.rules.Treatment`: `treatments_for`). Parameters with the same treatment form one group with
+  its own optax chain (`optax.multi_transform`): the gradient scaled by `lr`, the decay added, the
+  base optimizer's step on the run's schedule (or one over `schedule_epochs`), zeros after a stop."""
+  kinds = sorted(set(treatments.values()), key=repr)
+  names = {treatment: f'group_{i}' for i, treatment in enumerate(kinds)}
+
   def labels(params):
-    muon = lambda path, p: 'muon' if p.ndim == 4 and _path_name(path) not in frozen else 'sgd'
-    return jax.tree_util.tree_map_with_path(muon, params)
-  return labels
+    def label(path, _):
+      name = _path_name(path)
+      if name not in treatments:
+        raise ValueError(f'no treatment for parameter {name}: build the treatments from these parameters')
+      return names[treatments[name]]
+    return jax.tree_util.tree_map_with_path(label, params)
+  return optax.multi_transform({names[t]: _group(config, steps_per_epoch, t) for t in kinds}, labels)
 
 
-def create_optimizer(config: Config, steps_per_epoch: int, frozen=(), frozen_after_epochs=(),
-                     batchnorm_scopes=frozenset(), head: str = '') -> optax.GradientTransformation:
-  """The config's optimizer. Parameters at the `frozen` paths ('module/name') never change; those
-  in `frozen_after_epochs` ((path, epochs) pairs) stop after that many epochs (momentum and decay
-  included, as torch skips a parameter without gradient). `batchnorm_scopes` are the paths of the
-  model's BatchNorm modules (`zoo.models.batchnorm_scopes`), whose offsets get `bias_lr_multiplier`;
-  `head` is the classifier head's scope (`zoo.models.head_scope`), which gets `head_lr_multiplier`."""
-  opt = _base_optimizer(config, steps_per_epoch, frozen)
-  if config.bias_lr_multiplier != 1.0:
-    # airbench94's BatchNorm offsets: `bias_lr_multiplier` x the learning rate, the same decay per
-    # step as the other weights (torch lr=64 lr, weight_decay=wd/64), i.e. the gradient scaled
-    # before decay is added.
-    opt = optax.chain(optax.masked(optax.scale(config.bias_lr_multiplier),
-                                   _offsets_of(frozenset(batchnorm_scopes))), opt)
-  if config.head_lr_multiplier != 1.0:
-    if not head:
-      raise ValueError('--head_lr_multiplier needs the head\'s scope')
-    # airbench94_muon's head group: its own rate, the same decay per step (as the offsets above).
-    opt = optax.chain(optax.masked(optax.scale(config.head_lr_multiplier), _head_of(head)), opt)
-  if frozen:
-    opt = optax.chain(opt, optax.masked(optax.set_to_zero(), lambda params: _path_mask(params, frozen)))
-  for path, epochs in frozen_after_epochs:
-    stop = _stop_after(int(epochs * steps_per_epoch), config, steps_per_epoch)
-    opt = optax.chain(opt, optax.masked(stop, lambda params, path=path: _path_mask(params, (path,))))
+def treatments_for(params, rule_texts=(), scopes: Mapping | None = None,
+                   checked=()) -> dict[str, rules.Treatment]:
+  """Each parameter's Treatment under the zoo's default rules followed by `rule_texts`;
+  `scopes` fills the placeholders (`{head}`, `{batchnorm}`); a rule in `checked` must match."""
+  paths = [_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  return rules.resolve(rules.parse_all((*rules.DEFAULT_RULES, *rule_texts)), paths, scopes or {},
+                       rules.parse_all(checked))
+
+
+def _path_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+def _group(config: Config, steps_per_epoch: int, treatment: rules.Treatment) -> optax.GradientTransformation:
+  """One group's chain: frozen -> zeros; else lr scale, decay, base step, stop."""
+  if treatment.frozen:
+    return optax.set_to_zero()
+  run_steps = config.epochs * steps_per_epoch
+  own_steps = None if treatment.schedule_epochs is None else int(treatment.schedule_epochs * steps_per_epoch)
+  stops = [int(epochs * steps_per_epoch) for epochs in (treatment.stop_after_epochs, treatment.schedule_epochs)
+           if epochs is not None]
+  muon = config.optimizer == 'muon' and treatment.optimizer == 'muon'
+  opt = (_muon(config, steps_per_epoch, own_steps) if muon else
+         _base_optimizer(config, steps_per_epoch, config.weight_decay * treatment.decay, own_steps))
+  if stops and min(stops) < run_steps:
+    stop = min(stops)  # torch skips a parameter without gradient: momentum and decay stop too
+    opt = optax.chain(opt, optax.scale_by_schedule(lambda count: (count < stop).astype('float32')))
+  if treatment.lr != 1.0:
+    # airbench's per-group rates: the gradient scaled before decay is added, so the parameter
+    # decays by the same amount per step as the others (torch lr=64 lr, weight_decay=wd/64).
+    opt = optax.chain(optax.scale(treatment.lr), opt)
   return opt
 
 
-def _base_optimizer(config: Config, steps_per_epoch: int, frozen=()) -> optax.GradientTransformation:
-  if config.optimizer == 'muon':
-    # airbench94_muon: Muon for the filters (no decay: they are renormalised), SGD for the rest.
-    muon = optax.chain(scale_by_muon(config.muon_momentum, config.nesterov),
-                       optax.scale_by_learning_rate(create_schedule(config, steps_per_epoch, config.muon_learning_rate)),
-                       normalize_filters())
-    sgd = _base_optimizer(dataclasses.replace(config, optimizer='sgd'), steps_per_epoch)
-    return optax.multi_transform({'muon': muon, 'sgd': sgd}, muon_labels(frozen))
-  schedule = create_schedule(config, steps_per_epoch)
+def _muon(config: Config, steps_per_epoch: int, total_steps: Optional[int]) -> optax.GradientTransformation:
+  """airbench94_muon's filters: Muon's direction on the schedule at --muon_learning_rate, each
+  filter renormalised (no weight decay: the renormalisation bounds them)."""
+  return optax.chain(scale_by_muon(config.muon_momentum, config.nesterov),
+                     optax.scale_by_learning_rate(create_schedule(config, steps_per_epoch, config.muon_learning_rate,
+                                                                  total_steps)),
+                     normalize_filters())
+
+
+def _base_optimizer(config: Config, steps_per_epoch: int, weight_decay: float,
+                    total_steps: Optional[int] = None) -> optax.GradientTransformation:
+  """--optimizer's step (SGD for what Muon does not update) with `weight_decay`."""
+  schedule = create_schedule(config, steps_per_epoch, total_steps=total_steps)
   if config.optimizer == 'adamw':
-    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask(config))
+    return optax.adamw(schedule, weight_decay=weight_decay)
   if config.optimizer == 'adam':
     # Keras' Adam uses epsilon 1e-7; matching it keeps the seed recipe the seed's.
     opt = optax.adam(schedule, eps=1e-7)
-  elif config.optimizer == 'sgd':
+  elif config.optimizer in ('sgd', 'muon'):
     opt = optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
   else:
     raise ZooError(f'unknown --optimizer={config.optimizer!r}; choose one of: {", ".join(OPTIMIZERS)}')
-  if config.weight_decay:  # Coupled L2 for adam and sgd, as in their classic recipes.
-    opt = optax.chain(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask(config)), opt)
+  if weight_decay:  # Coupled L2 for adam and sgd, as in their classic recipes.
+    opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
   return opt
