@@ -1,4 +1,4 @@
-"""experiments.ngram_sweep: each variant trains with its own model attributes and config fields,
+"""lab.ngram_sweep: each variant trains with its own model attributes and config fields,
 one JSON line each; a misspelt attribute is one error line."""
 import json
 import os
@@ -11,7 +11,7 @@ from conftest import ROOT, assert_one_line_error
 RUN_ON_MOCK_DATA = """
 import tensorflow_datasets as tfds
 from absl import app
-from experiments import ngram_sweep
+from lab import ngram_sweep
 from zoo.data import sources, tfds_source
 tfds_source._online = lambda: True
 sources._cache_path = lambda *args: None

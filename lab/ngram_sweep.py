@@ -1,5 +1,5 @@
 """Variants of the n-gram recipe, trained one after the other in one process:
-`python -m experiments.ngram_sweep --flagfile=experiments/recipes/imdb_ngram.flags --data_dir=DIR
+`python -m lab.ngram_sweep --flagfile=experiments/recipes/imdb_ngram.flags --data_dir=DIR
 --train_split=... --eval_split=... --workdir=W --variants='[{"name": "lr01", "config": {"learning_rate": 0.01}}, ...]'`.
 
 Each variant is a JSON object: `name` (its workdir `W/<name>`), `model` (attributes of
