@@ -5,7 +5,7 @@
 # the recipe without each of three tricks, and in bfloat16, over SEEDS; (PARTS=determinism) seed 0
 # twice with --deterministic, compared.
 # Installs nothing. Needs a Python with JAX (GPU), Flax, Optax, Orbax, absl and Pillow, and a data
-# dir holding cifar10: TFDS-prepared (needs TensorFlow too) or exported by datatools.save_splits
+# dir holding cifar10: TFDS-prepared (needs TensorFlow too) or written by datatools.save_splits
 # (NumPy only), e.g. for a machine without TensorFlow:
 #
 #   python -m datatools.save_splits --data_dir=DIR --jpeg_quality=75 \
@@ -27,7 +27,7 @@ PYTHON=${PYTHON:-python}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 
 if [ -z "$DATA_DIR" ] || [ ! -d "$DATA_DIR/cifar10" ]; then
-  echo "error: DATA_DIR=$DATA_DIR holds no cifar10; pass DATA_DIR=<a TFDS or exported directory with cifar10>" >&2
+  echo "error: DATA_DIR=$DATA_DIR holds no cifar10; pass DATA_DIR=<a TFDS directory, or one datatools.save_splits wrote, with cifar10>" >&2
   exit 1
 fi
 if ! "$PYTHON" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
