@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # text models tokenize with TensorFlow: keep it quiet
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow, if TFDS loads it while opening the data: keep it quiet
 
 from absl import app, flags
 from absl import logging as absl_logging

@@ -36,7 +36,7 @@ def test_step_and_pipeline_timers_measure_the_same_step():
 def test_the_benchmark_times_the_step_that_training_runs():
   """airbench's recipe: the benchmark's step is the training feed's step, lookahead and the frozen
   whitening layer included (XLA counts the same FLOPs; without lookahead the count differs)."""
-  from experiments import launch  # (not experiments.benchmark: its flags would clash with other experiments')
+  from experiments import launch  # (not lab.benchmark: its flags would clash with other experiments')
   config, shape, kwargs = launch.read_recipe(launch.RECIPES / 'cifar_airbench.flags'), (32, 32, 3), {'num_classes': 10}
   config = dataclasses.replace(config, batch_size=8, input_pipeline='tf_data')
   assert config.lookahead and config.model == 'airbench'

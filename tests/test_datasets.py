@@ -182,10 +182,10 @@ def test_bad_folder_flags_are_named_in_one_line(tmp_path):
                                        mock=False), 'latin1.txt cannot be read as UTF-8', 're-encode it as UTF-8')
 
 
-def test_export_folder_writes_a_tfds_split_as_class_folders(tmp_path):
+def test_split_to_folder_writes_a_tfds_split_as_class_folders(tmp_path):
   data_dir = real_data_dir('cifar10')
   out = tmp_path / 'cifar' / 'train'
-  command = [sys.executable, '-m', 'experiments.export_folder', '--dataset=cifar10', f'--data_dir={data_dir}',
+  command = [sys.executable, '-m', 'datatools.split_to_folder', '--dataset=cifar10', f'--data_dir={data_dir}',
              '--split=train[:40]', f'--out={out}']
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]

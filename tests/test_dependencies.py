@@ -1,5 +1,5 @@
-"""Every library that zoo/ and experiments/ import is declared in pyproject.toml, so that a clean
-install of the project runs it (a library that only arrives as another one's dependency can
+"""Every library that zoo/, experiments/, datatools/ and lab/ import is declared in pyproject.toml, so that a clean
+install of the project runs it, and a checkout its lab (a library that only arrives as another one's dependency can
 leave with that one's next release)."""
 import ast
 import importlib.metadata
@@ -13,7 +13,7 @@ from conftest import ROOT
 def imported_top_level_modules() -> dict[str, str]:
   """Each module name imported at top level by the project's code -> one file importing it."""
   modules = {}
-  for folder in ('zoo', 'experiments'):
+  for folder in ('zoo', 'experiments', 'datatools', 'lab'):
     for path in sorted((ROOT / folder).rglob('*.py')):
       for node in ast.walk(ast.parse(path.read_text())):
         names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
@@ -34,7 +34,7 @@ def test_every_imported_library_is_a_declared_dependency():
   distributions = importlib.metadata.packages_distributions()
   undeclared = {}
   for module, where in imported_top_level_modules().items():
-    if module in sys.stdlib_module_names or module in ('zoo', 'experiments'):
+    if module in sys.stdlib_module_names or module in ('zoo', 'experiments', 'datatools', 'lab'):
       continue
     # A module of an extra that is not installed here has no distribution to ask: its name is then
     # the one declared (onnx, jax2onnx), so the answer does not depend on which extras are installed.

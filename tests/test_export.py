@@ -188,21 +188,16 @@ def _unconvertible_primitive():
 def test_a_model_onnx_cannot_take_stops_with_one_line(tmp_path, monkeypatch):
   primitive = _unconvertible_primitive()
 
-  class Trained:  # the parts of a TrainedModel that write_onnx reads
-    kind, input_shape, class_names, step = 'image', (4, 4, 1), ['a', 'b'], 1
-    description = {'inputs': {'kind': 'image', 'shape': [4, 4, 1]}}
-    config = type('Config', (), {'model': 'custom'})
-
   monkeypatch.setattr(export, 'serving_function', lambda trained: lambda x: primitive.bind(x.astype('float32')))
   with pytest.raises(ZooError) as error:
-    export.write_onnx(Trained(), tmp_path / 'model.onnx')
+    export.write_onnx(_FakeTrainedModel(), tmp_path / 'model.onnx')
   message = str(error.value)
   assert message.startswith('--model=custom cannot be exported to onnx') and 'zoo_test_unconvertible' in message
   assert message.endswith('export it with --format=saved_model instead') and '\n' not in message
   assert not list(tmp_path.iterdir())  # nothing written
 
 
-class _FakeTrained:  # the parts of a TrainedModel that write_onnx and write_saved_model read
+class _FakeTrainedModel:  # the parts of a TrainedModel that write_onnx and write_saved_model read
   kind, input_shape, class_names, step = 'image', (4, 4, 1), ['a', 'b'], 1
   description = {'inputs': {'kind': 'image', 'shape': [4, 4, 1]}}
   config = type('Config', (), {'model': 'custom'})
@@ -215,7 +210,7 @@ def test_a_converter_failure_is_one_line_and_writes_nothing(export_format, tmp_p
   monkeypatch.setattr(export, 'serving_function', lambda trained: broken)
   write = export.write_onnx if export_format == 'onnx' else export.write_saved_model
   with pytest.raises(ZooError) as error:
-    write(_FakeTrained(), tmp_path / 'model')
+    write(_FakeTrainedModel(), tmp_path / 'model')
   message = str(error.value)
   other = 'saved_model' if export_format == 'onnx' else 'onnx'
   assert message.startswith(f'--model=custom could not be exported to {export_format}: the converter failed '

@@ -1,7 +1,7 @@
-"""experiments/keras_reference.py: the seed's Keras models are the ones the docs compare with."""
+"""lab/keras_reference.py: the seed's Keras models are the ones the docs compare with."""
 import numpy as np
 
-from experiments import keras_reference
+from lab import keras_reference
 
 
 def test_keras_reference_models_have_the_seeds_parameter_counts():

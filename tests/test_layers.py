@@ -2,7 +2,9 @@
 import re
 from pathlib import Path
 
-ZOO = Path(__file__).resolve().parent.parent / 'zoo'
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = ROOT / 'zoo'
+PROJECT = r'(?:zoo|experiments|datatools|lab)\b'
 
 
 def test_tensorflow_is_imported_only_through_its_one_lazy_import():
@@ -29,9 +31,9 @@ def test_lower_layers_never_import_upper_ones():
 def _zoo_imports(path: Path) -> list[str]:
   """The project's modules that `path` imports; `from zoo import a as b` counts as `zoo.a`."""
   text = path.read_text()
-  modules = re.findall(r'^\s*import ((?:zoo|experiments)(?:\.\w+)*)', text, re.M)
-  for package, names in re.findall(r'^\s*from ((?:zoo|experiments)(?:\.\w+)*) import ([\w, ]+)', text, re.M):
-    if package in ('zoo', 'experiments'):
+  modules = re.findall(rf'^\s*import ({PROJECT}(?:\.\w+)*)', text, re.M)
+  for package, names in re.findall(rf'^\s*from ({PROJECT}(?:\.\w+)*) import ([\w, ]+)', text, re.M):
+    if package in ('zoo', 'experiments', 'datatools', 'lab'):
       modules += [f'{package}.{name.split()[0]}' for name in names.split(',') if name.strip()]
     else:
       modules.append(package)
@@ -47,7 +49,22 @@ def test_config_and_workdir_are_importable_from_every_layer():
   assert offenders == []
 
 
+def test_the_report_draws_without_training_code():
+  """`zoo.report` works on saved predictions: it imports no training (nor JAX through it); training
+  imports the report, for the plot it draws after each epoch."""
+  offenders = [module for module in _zoo_imports(ZOO / 'report.py') if module.startswith(('zoo.training', 'zoo.inference'))]
+  assert offenders == []
+
+
 def test_the_package_never_imports_the_entry_points():
   offenders = [f'{path.relative_to(ZOO)} imports {module}' for path in ZOO.rglob('*.py')
-               for module in _zoo_imports(path) if module.startswith('experiments')]
+               for module in _zoo_imports(path) if module.startswith(('experiments', 'datatools', 'lab'))]
+  assert offenders == []
+
+
+def test_nothing_installed_imports_the_lab():
+  """lab/ is left out of the installed package (pyproject.toml): an import of it from zoo/,
+  experiments/ or datatools/ would fail in a user's install."""
+  offenders = [f'{path.relative_to(ROOT)} imports {module}' for folder in ('zoo', 'experiments', 'datatools')
+               for path in (ROOT / folder).rglob('*.py') for module in _zoo_imports(path) if module.startswith('lab')]
   assert offenders == []

@@ -25,7 +25,7 @@ def test_simple_cnn_has_the_seeds_shape_and_parameter_count():
 
 
 def test_simple_cnn_computes_the_keras_models_logits_from_the_same_weights():
-  from experiments.keras_reference import seed_cnn
+  from lab.keras_reference import seed_cnn
   keras_model = seed_cnn()
   params = SimpleCNN().init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
   order = ['Conv_0', 'Conv_1', 'Conv_2', 'Dense_0', 'Dense_1']

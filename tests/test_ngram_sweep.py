@@ -1,5 +1,5 @@
-"""experiments.ngram_sweep: each variant trains with its own model attributes and config fields,
-one JSON line each; a misspelt attribute is one error line."""
+"""lab.ngram_sweep: each variant trains with its own model attributes and config fields,
+one JSON line each (with the Naive Bayes accuracy when asked); a misspelt attribute is one error line."""
 import json
 import os
 import subprocess
@@ -11,7 +11,7 @@ from conftest import ROOT, assert_one_line_error
 RUN_ON_MOCK_DATA = """
 import tensorflow_datasets as tfds
 from absl import app
-from experiments import ngram_sweep
+from lab import ngram_sweep
 from zoo.data import sources, tfds_source
 tfds_source._online = lambda: True
 sources._cache_path = lambda *args: None
@@ -31,13 +31,14 @@ def sweep(tmp_path, variants):
 
 
 def test_each_variant_trains_with_its_overrides(tmp_path):
-  variants = [{'name': 'recipe'},
+  variants = [{'name': 'recipe', 'naive_bayes': True},
               {'name': 'unigrams_frozen', 'model': {'max_n': 1, 'frozen': ['ratios']}, 'config': {'epochs': 2}}]
   result = sweep(tmp_path, variants)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
   assert [row['variant'] for row in rows] == variants
   assert [len(row['eval_accuracy_per_epoch']) for row in rows] == [1, 2]  # the config override
+  assert 0 <= rows[0]['naive_bayes_accuracy'] <= 1 and 'naive_bayes_accuracy' not in rows[1]
   for name, epochs in (('recipe', 1), ('unigrams_frozen', 2)):
     history = json.loads((tmp_path / name / 'history.json').read_text())
     assert [h['eval_accuracy'] for h in history] == rows[epochs - 1]['eval_accuracy_per_epoch']

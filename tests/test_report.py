@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as sk
 
-from zoo import report, reporting
+from zoo import report
 
 
 def _predictions(num_examples: int, num_classes: int, seed: int = 0, never_predicted: int | None = None):
@@ -204,7 +204,7 @@ def test_history_plot_has_whole_epoch_ticks_and_a_title(tmp_path, monkeypatch):
   import matplotlib.pyplot as plt
   drawn = []
   monkeypatch.setattr(plt, 'close', drawn.append)
-  reporting.plot_history(HISTORY, tmp_path / 'history.png', title='resnet20 on cifar10')
+  report.plot_history(HISTORY, tmp_path / 'history.png', title='resnet20 on cifar10')
   ax = drawn[0].axes[0]
   assert ax.get_title() == 'resnet20 on cifar10'
   ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]

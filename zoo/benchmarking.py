@@ -15,7 +15,7 @@ from zoo.config import Config
 from zoo.data import pipeline, tensorflow_import
 from zoo.training import builder, feeds, steps
 
-MIN_SECONDS = 5.0  # time at least this long: this machine's step times jitter by 10-20 %
+MIN_SECONDS = 5.0  # time at least this long: a shared machine's step times jitter (docs/performance.md)
 # The plain step's timer has no split: lookahead's schedule is laid over this many steps per epoch
 # (its per-step work does not depend on it).
 NOMINAL_STEPS_PER_EPOCH = 100
@@ -102,7 +102,7 @@ def feed_step_timer(config: Config, dataset, split: pipeline.ArraySplit, *, num_
 
 
 def measure_keras_training(model, batch_size: int, *, num_steps: int = 200, warmup_steps: int = 20) -> float:
-  """Training images/s of a Keras CIFAR-10 model (e.g. `experiments.keras_reference.seed_cnn()`),
+  """Training images/s of a Keras CIFAR-10 model (e.g. `lab.keras_reference.seed_cnn()`),
   compiled here as the seed compiles its CNN: Adam, from-logits cross-entropy. TensorFlow comes
   through the one import that keeps it off the accelerators, where the zoo's JAX steps run."""
   tf = tensorflow_import.tensorflow()

@@ -125,8 +125,8 @@ def prediction_fields(class_names: Sequence[str], probabilities_row: np.ndarray)
 def load(workdir, step: int | None = None, data_dir: str | None = None) -> TrainedModel:
   """The model trained in `workdir`, restored from checkpoint `step` (default: the newest
   readable one). `data_dir` is only consulted for class names of a workdir that recorded none."""
-  trained = builder.open_trained(workdir, data_dir)
-  config, description, dataset = trained.config, trained.description, trained.dataset
+  opened = builder.open_workdir(workdir, data_dir)
+  config, description, dataset = opened.config, opened.description, opened.dataset
   model = builder.create_model(config, dataset.model_kwargs())
   step, tree = checkpoints.restore_arrays(workdir, step)
   variables: dict[str, Any] = {'params': tree['params']}

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo import reporting
 from zoo import workdir as workdir_lib
 
 CALIBRATION_BINS = 15
@@ -89,6 +88,30 @@ def calibration_bins(probabilities: np.ndarray, labels: np.ndarray, num_bins: in
           'accuracy': _ratio(np.bincount(index, weights=correct, minlength=num_bins), count)}
 
 
+def plot_history(history: list[dict], path: Path, *, title: str = '') -> None:
+  """The seed's figure: training accuracy and val_accuracy per epoch, y from 0 to 1; `title` names
+  the run (model and dataset)."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
+  evaluated = [h for h in history if 'eval_accuracy' in h]  # --eval_every_epochs may skip some
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot([h['epoch'] for h in history], [h['train_accuracy'] for h in history], marker='o', label='accuracy')
+  ax.plot([h['epoch'] for h in evaluated], [h['eval_accuracy'] for h in evaluated], marker='o',
+          label='val_accuracy')
+  ax.set_xlabel('Epoch')
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.25, 1.5 ticks
+  if title:
+    ax.set_title(title, parse_math=False)  # a '$' in a name is no formula
+  ax.set_ylabel('Accuracy')
+  ax.set_ylim([0, 1])
+  ax.legend(loc='lower right')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def write_report(directory, metrics: dict, probabilities: np.ndarray, labels: np.ndarray, *, kind: str,
                  examples, history: list[dict], title: str, summary: dict) -> Path:
   """Writes the report of one evaluation into `directory` (created) and returns its `index.html`.
@@ -119,7 +142,7 @@ def write_report(directory, metrics: dict, probabilities: np.ndarray, labels: np
   for name, png in figures.items():
     (directory / name).write_bytes(png)
   if history:
-    reporting.plot_history(history, directory / HISTORY_FILE, title=title)
+    plot_history(history, directory / HISTORY_FILE, title=title)
     figures[HISTORY_FILE] = (directory / HISTORY_FILE).read_bytes()
 
   page = _page(metrics, probabilities, labels, kind=kind, examples=examples, mistakes=mistakes,

@@ -126,8 +126,8 @@ class Classifier:
   one image's pixels are in memory however many clients send one (`Limits.image_pixels` bounds each),
   and always in the same thread's memory arena (from several threads, each decode would leave the
   process larger); `TrainedModel.predict`, because it compiles and caches its jitted function on
-  first use (functools.cached_property takes no lock) and a text model's Keras tokenizer is built
-  lazily and is not documented as thread-safe. A CPU already runs one call on all its cores, so
+  first use (functools.cached_property takes no lock) and a text model's tokenizer (`zoo.data.tokenizer`,
+  the Keras rules in plain Python) is built lazily, without a lock. A CPU already runs one call on all its cores, so
   serialising costs little; connection threads still read requests in parallel."""
 
   def __init__(self, trained: TrainedModel, limits: Limits = Limits()):

@@ -38,7 +38,7 @@ TENSORBOARD_DIR = 'tensorboard'
 EVAL_FILE = 'eval.json'
 REPORT_DIR = 'report'
 
-VOCABULARY_WAIT_SECONDS = 600  # learning a vocabulary of IMDB's 25,000 reviews takes ~10 s
+VOCABULARY_WAIT_SECONDS = 600  # far longer than learning a vocabulary from a text dataset's training split takes
 
 
 _FULL_DISK_MESSAGES = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))

@@ -15,7 +15,7 @@ from zoo.data import tensorflow_import
 
 # (inputs batch, per-example uniform noise in [0, 1) or None at eval) -> model-ready inputs, as
 # tf.Tensors. TensorFlow is imported where tf.data is built: a machine with JAX alone (a GPU box)
-# trains from exported splits on the device feed without it.
+# trains from saved .npz splits on the device feed without it.
 Preprocess = Callable[[Any, Optional[Any]], Any]
 
 

@@ -1,9 +1,8 @@
-"""Where a split's arrays come from: an exported `.npz` in `data_dir` if there is one, else TFDS,
+"""Where a split's arrays come from: a saved `.npz` (`npz_splits`) in `data_dir` if there is one, else TFDS,
 through a cache of decoded splits.
 
-Why the cache: CIFAR-10's PNGs are decoded on every read of the prepared TFDS files (~3 s for the
-30,000 images of the seed recipe's two splits on the 2-core CPU, with OpenCV on two threads); the
-decoded arrays, once written to `cache_dir`, load in well under a second. The cache key covers
+Why the cache: CIFAR-10's PNGs are decoded on every read of the prepared TFDS files; the decoded
+arrays, once written to `cache_dir`, load without decoding (what it saves: docs/performance.md). The cache key covers
 the dataset's prepared files (paths, sizes, modification times), the split and
 `CACHE_FORMAT_VERSION`, so a re-prepared dataset, or an entry of an older layout, is read afresh.
 It is used only with an explicit `--data_dir`, and only a split whose example count matches the
@@ -18,27 +17,27 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data import exported
+from zoo.data import npz_splits
 from zoo.errors import ZooError
 
 log = logging.getLogger('zoo')
 
-# Bump when what a cache entry holds or how it is written changes (keys, dtypes, `exported`'s file
+# Bump when what a cache entry holds or how it is written changes (keys, dtypes, `npz_splits`'s file
 # layout): entries of other versions are then never looked up again.
 CACHE_FORMAT_VERSION = 1
 
 
 def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '') -> dict[str, np.ndarray]:
-  path = exported.split_path(data_dir, name, split) if data_dir is not None else None
+  path = npz_splits.split_path(data_dir, name, split) if data_dir is not None else None
   if path is not None and path.exists():
-    if exported.meta(path).get('split') != split:
-      raise ZooError(f'{path} holds split {exported.meta(path).get("split")!r}, not {split!r} (their file names '
-                     'collide); export one of them to another --out_dir')
-    return exported.load(path)
+    if npz_splits.meta(path).get('split') != split:
+      raise ZooError(f'{path} holds split {npz_splits.meta(path).get("split")!r}, not {split!r} (their file names '
+                     'collide); save one of them to another --out_dir')
+    return npz_splits.load(path)
   cached = _cache_path(cache_dir, name, split, data_dir)
   if cached is not None and cached.exists():
     try:
-      arrays = exported.load(cached)
+      arrays = npz_splits.load(cached)
       log.info('Split %s of %s read from the split cache %s', split, name, cached)
       return arrays
     except ZooError as e:  # a damaged entry (cut short by a crash, say) is read again and written anew
@@ -46,7 +45,7 @@ def load_split(name: str, split: str, data_dir: str | None, cache_dir: str = '')
   arrays = _load_from_tfds(name, split, data_dir)
   if cached is not None and _is_the_prepared_split(arrays, name, split, data_dir):
     try:
-      exported.save(cached, arrays, {'dataset': name, 'split': split, 'source': str(data_dir)},
+      npz_splits.save(cached, arrays, {'dataset': name, 'split': split, 'source': str(data_dir)},
                     compress=False)
     except OSError as e:  # a full or read-only disk costs speed, not the run
       log.warning('Could not cache split %s of %s in %s (%s)', split, name, cached.parent, e)
@@ -73,20 +72,20 @@ class DatasetInfo:
 
 
 def dataset_info(name: str, data_dir: str | None) -> DatasetInfo:
-  """The dataset's description: from an exported split's metadata (no TFDS needed), else from
+  """The dataset's description: from a saved split's metadata (no TFDS needed), else from
   TFDS's (the prepared dataset's, or the builder code's), which must show one image or text input
   and a `ClassLabel`."""
   if data_dir is not None:
-    folder = exported.split_path(data_dir, name, 'any').parent
+    folder = npz_splits.split_path(data_dir, name, 'any').parent
     for path in sorted(folder.glob('*.npz')) if folder.is_dir() else ():
-      if 'info' in exported.meta(path):
-        return DatasetInfo.from_json(exported.meta(path)['info'])
+      if 'info' in npz_splits.meta(path):
+        return DatasetInfo.from_json(npz_splits.meta(path)['info'])
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
-    raise ZooError(f'{name} has no exported split with its metadata in {data_dir} and TFDS cannot be '
-                   f'imported ({e}); install tensorflow-datasets or export the splits with the current '
-                   'experiments.export_splits') from e
+    raise ZooError(f'{name} has no saved split with its metadata in {data_dir} and TFDS cannot be '
+                   f'imported ({e}); install tensorflow-datasets or save the splits with the current '
+                   'datatools.save_splits') from e
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -113,11 +112,11 @@ def _load_from_tfds(name: str, split: str, data_dir: str | None) -> dict[str, np
   try:
     from zoo.data import tfds_source  # TensorFlow and TFDS: only needed here
   except ImportError as e:
-    folder = exported.split_path(data_dir or '<data_dir>', name, split).parent
-    have = sorted(exported.meta(p).get('split', p.stem) for p in folder.glob('*.npz')) if data_dir and folder.is_dir() else []
-    raise ZooError(f'split {split!r} of {name} is not exported in {folder} (have: {", ".join(have) or "none"}) '
-                   f'and TFDS cannot be read here ({e}); export it where TensorFlow is installed '
-                   f'(python -m experiments.export_splits --dataset={name} --splits="{split}") '
+    folder = npz_splits.split_path(data_dir or '<data_dir>', name, split).parent
+    have = sorted(npz_splits.meta(p).get('split', p.stem) for p in folder.glob('*.npz')) if data_dir and folder.is_dir() else []
+    raise ZooError(f'split {split!r} of {name} is not saved in {folder} (have: {", ".join(have) or "none"}) '
+                   f'and TFDS cannot be read here ({e}); save it where TensorFlow is installed '
+                   f'(python -m datatools.save_splits --dataset={name} --splits="{split}") '
                    'or install tensorflow and tensorflow-datasets') from e
   return tfds_source.load_split(name, split, data_dir)
 

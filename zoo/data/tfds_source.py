@@ -6,9 +6,8 @@ split is read once and held in memory; the per-epoch pipeline then only gathers 
 Prepared TFRecord files are read without TensorFlow: TFDS gives the split's files and record
 ranges (`file_instructions`, its slicing) and decodes examples with NumPy (`ExampleParserNp`, each
 feature's `decode_example_np`: OpenCV for images, PIL without it), so only the TFRecord framing is
-read here. Measured on the 2-core CPU, train[:25000] + train[45000:] of CIFAR-10: 4.3 s of
-`import tensorflow` and 7 s of tf.data decoding -> 6.8 s with PIL, 5.2 s with OpenCV, 3.0 s with
-OpenCV on two threads. Anything else (other file formats, `tfds.testing.mock_data`, which serves
+read here: no `import tensorflow` and no tf.data decoding, and OpenCV decoding on two threads
+(what each step saves: docs/performance.md). Anything else (other file formats, `tfds.testing.mock_data`, which serves
 examples through `as_dataset`) goes through tf.data as before.
 """
 import concurrent.futures
@@ -124,8 +123,8 @@ def _read_tfrecords(builder, instructions, split: str) -> dict[str, np.ndarray]:
     records = [r for instruction in instructions for r in _records(instruction)]
     if not records:
       raise ZooError(f'split {split!r} of {builder.name} is empty; pass a split with examples in it')
-    # OpenCV decodes without the GIL, so a second thread parses while one decodes (measured in
-    # docs/performance.md). Order is kept.
+    # OpenCV decodes without the GIL, so a second thread parses while one decodes (docs/performance.md).
+    # Order is kept.
     tasks = [records[i:i + RECORDS_PER_TASK] for i in range(0, len(records), RECORDS_PER_TASK)]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
       parts = list(pool.map(decode, tasks))

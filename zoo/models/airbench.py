@@ -1,8 +1,8 @@
 """An airbench94-style CIFAR-10 network, written as a pure Linen module.
 
-airbench94 (Keller Jordan, 2024, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU") reaches 94.01 %
-in 3.83 s on one A100 as `airbench94.py`, which this follows, and in 3.29 s compiled with
-`torch.compile`. What this network reaches here, and in what time: docs/airbench.md.
+airbench94 (Keller Jordan, 2024, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU"; its
+`airbench94.py` is what this follows). What it reaches there and this network here, and in what
+time: docs/airbench.md.
 
 The tricks that live in the network, each as in airbench94:
 - a frozen 2x2 patch-whitening first layer (`whitening_kernel`: the eigenvectors of the training

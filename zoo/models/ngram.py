@@ -76,7 +76,7 @@ def bucket_document_counts(tokens: np.ndarray, labels: np.ndarray, num_labels: i
   """How many documents of each label contain each bucket: int [num_buckets, num_labels].
 
   The buckets come from the model's own jitted function, a chunk of rows at a time; one bincount
-  of (label, bucket) pairs over the whole split then counts them (IMDB's 22,500 reviews: seconds)."""
+  of (label, bucket) pairs over the whole split then counts them, so the whole split fits in one pass."""
   pairs = []
   for start in range(0, len(tokens), chunk):
     ids, present = map(np.asarray, _present_buckets(tokens[start:start + chunk], max_n, num_buckets))

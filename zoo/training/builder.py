@@ -137,14 +137,15 @@ def build(config: Config, model_kwargs: dict, sample: np.ndarray, steps_per_epoc
 
 
 @dataclasses.dataclass(frozen=True)
-class Trained:
-  """A trained workdir opened: its config, its dataset.json and its dataset."""
+class OpenedWorkdir:
+  """A trained workdir opened: its config, its dataset.json and its dataset (not yet its model, which
+  `zoo.load` restores into an `inference.TrainedModel`)."""
   config: Config
   description: dict
   dataset: Any
 
 
-def open_trained(workdir, data_dir: str | None = None, **overrides) -> Trained:
+def open_workdir(workdir, data_dir: str | None = None, **overrides) -> OpenedWorkdir:
   """Opens a trained workdir from what it recorded, as evaluation and `zoo.load` both do: the
   config (with `overrides`), and the dataset as dataset.json describes it, so that no data needs to
   be reachable to build its model. `data_dir` is only consulted for the class names of a workdir
@@ -157,7 +158,7 @@ def open_trained(workdir, data_dir: str | None = None, **overrides) -> Trained:
   if description['inputs']['kind'] == 'text' and workdir_lib.read_vocabulary(workdir) is None:
     raise ZooError(f'{workdir} has no {workdir_lib.VOCABULARY_FILE}: the vocabulary the model was '
                    'trained with is lost; train again in a new workdir')
-  return Trained(config, description, dataset)
+  return OpenedWorkdir(config, description, dataset)
 
 
 def _description_from_metadata(workdir: Path, config: Config, data_dir) -> dict:

@@ -13,12 +13,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from zoo import checkpoints, models, report, reporting
+from zoo import checkpoints, models, report
 from zoo import workdir as workdir_lib
 from zoo.config import Config
 from zoo.data import open_dataset, pipeline
 from zoo.errors import ZooError
-from zoo.training import builder, feeds, finetune, steps
+from zoo.training import builder, feeds, finetune, progress, steps
 from zoo.training.preemption import Preemption
 
 # The zoo logs through its own logger so that entry points can show it while keeping orbax's
@@ -154,7 +154,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
   rng = jax.random.key(config.seed)
   feed = feeds.create(config, program, dataset, train_split)
   evaluate_split = feeds.create_eval(config, program, dataset, eval_split)
-  tensorboard = reporting.TensorBoard(workdir, enabled=_is_chief() and config.tensorboard)
+  tensorboard = progress.TensorBoard(workdir, enabled=_is_chief() and config.tensorboard)
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
            'input pipeline: %s', config.model, config.data_name, config.epochs, steps_per_epoch,
            config.batch_size, jax.device_count(), jax.process_count(), type(feed).__name__)
@@ -201,7 +201,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
     log.info('epoch %d/%d: %s', epoch + 1, config.epochs, entry)
     if _is_chief():
       workdir_lib.write_history(workdir, history)
-      reporting.plot_history(history, workdir_lib.plot_path(workdir), title=f'{config.model} on {config.data_name}')
+      report.plot_history(history, workdir_lib.plot_path(workdir), title=f'{config.model} on {config.data_name}')
       tensorboard.scalars(step, {k: v for k, v in entry.items() if k not in ('epoch', 'step')})
     # Save, after the history: a kill in between leaves an entry that the resumed run drops and
     # redoes, never a checkpoint whose epoch has no entry.
@@ -221,7 +221,7 @@ def _log_progress(config: Config, summary: dict, epoch: int, step: int, total_st
   log.info('epoch %d/%d step %d/%d: loss %.4f accuracy %.4f, %.0f examples/s, %.1f GFLOP/s, ETA %s',
            epoch + 1, config.epochs, step, total_steps, summary['loss'], summary['accuracy'],
            rate, flops_per_step * done / elapsed / 1e9,
-           reporting.format_duration((total_steps - step) * config.batch_size / rate))
+           progress.format_duration((total_steps - step) * config.batch_size / rate))
 
 
 def evaluate(workdir, data_dir: str | None = None, step: int | None = None, model_settings: dict | None = None,
@@ -235,8 +235,8 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
   allowed = Config.fields_with_role('eval', 'runtime')
   if set(overrides) - set(allowed):
     raise ValueError(f'evaluate() may override only {allowed}, not {sorted(set(overrides) - set(allowed))}')
-  trained = builder.open_trained(workdir, data_dir, **overrides)
-  config, dataset = trained.config, trained.dataset
+  opened = builder.open_workdir(workdir, data_dir, **overrides)
+  config, dataset = opened.config, opened.dataset
   if model_settings:
     models.resolve_settings(config.model, model_settings, roles=('eval',))
     config = dataclasses.replace(config, model_settings={**config.model_settings, **model_settings})
@@ -254,7 +254,7 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
   labels = eval_split.labels
   sums = _summarise(steps.classification_sums(logits, labels, np.ones(len(labels), np.float32)))
   probabilities = models.probabilities(logits)
-  class_names = list(trained.description['class_names'])
+  class_names = list(opened.description['class_names'])
   result = {'split': config.eval_split, 'step': int(state.step), 'num_examples': len(labels),
             'accuracy': sums['accuracy'], 'loss': sums['loss'], 'dataset': config.data_name, 'model': config.model,
             **{k: v for k, v in overrides.items() if k in Config.fields_with_role('eval') and k != 'eval_split'},

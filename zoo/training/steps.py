@@ -95,8 +95,8 @@ def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = Fa
     average = {'params': variables['params'], 'batch_stats': batch_stats} if lookahead else None
     return TrainState.create(apply_fn=on_axis(model, axis_name).apply, params=variables['params'], tx=tx,
                              batch_stats=batch_stats, lookahead=jax.tree.map(jnp.copy, average))
-  # The init runs once, so it is compiled without LLVM optimisation: XLA:CPU spends seconds optimising
-  # threefry initialisers for the same values (measured in docs/performance.md).
+  # The init runs once, so it is compiled without LLVM optimisation: XLA:CPU spends long optimising
+  # threefry initialisers for the same values (docs/performance.md).
   lowered = jax.jit(init, out_shardings=replicated(mesh)).lower()
   return lowered.compile(compiler_options={'xla_backend_optimization_level': 0})()
 
@@ -214,9 +214,8 @@ def make_train_loop(mesh, preprocess_on_device, label_smoothing: float = 0.0,
   and noise sharded over `data` on their batch axis), each device gathering and preprocessing its
   rows of every batch from the replicated `inputs`/`labels`. The same steps as `make_train_step`
   fed the same batches. `num_steps` is traced: one compilation serves every chunk length.
-  Why: no host work, no host-to-device transfer and no dispatch per step; tf.data shared the two
-  CPU cores with the step and cost +14 % to +24 % per step on the small models (the benchmark's
-  pipeline-overhead column measures both feeds).
+  Why: no host work, no host-to-device transfer and no dispatch per step; tf.data shares the CPU
+  cores with the step (what that costs: the benchmark's pipeline-overhead column, docs/performance.md).
   """
   def per_device(state, metrics, inputs, labels, order, noise, first, num_steps, rng):
     def one_step(i, carry):

@@ -1,8 +1,8 @@
 """The seed's Keras models on the same TFDS data: the reference the zoo's figures are compared with.
 
-  python -m experiments.keras_reference --model=cnn --data_dir=DIR --epochs=10 \\
+  python -m lab.keras_reference --model=cnn --data_dir=DIR --epochs=10 \\
     --train_split='train[:45000]' --eval_split='train[45000:]'
-  python -m experiments.keras_reference --model=lstm --data_dir=DIR \\
+  python -m lab.keras_reference --model=lstm --data_dir=DIR \\
     --train_split='train[:22500]' --eval_split='train[22500:]'
 
 Models (each with its recipe's optimizer, batch and epochs unless flags say otherwise):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fine-tuning measured on CIFAR-10: a net trained on the 6 animal classes, fine-tuned on the 4
 # vehicle classes with 100 training images each, against the same net from scratch with the same
-# epochs, all judged on held-out vehicle images. Usage: bash experiments/finetune_cifar.sh DATA_DIR [OUT]
+# epochs, all judged on held-out vehicle images. Usage: bash lab/finetune_cifar.sh DATA_DIR [OUT]
 # (OUT default: /tmp/zoo_finetune). Train and held-out images come from train[:45000] and train[45000:].
 set -euo pipefail
 DATA_DIR=$1
@@ -10,8 +10,8 @@ SEEDS=${SEEDS:-"0 1 2"}
 EPOCHS=${EPOCHS:-10}
 mkdir -p "$OUT"
 if [ ! -d "$OUT/all" ]; then
-  python -m experiments.export_folder --dataset=cifar10 --data_dir="$DATA_DIR" --split='train[:45000]' --out="$OUT/all/train"
-  python -m experiments.export_folder --dataset=cifar10 --data_dir="$DATA_DIR" --split='train[45000:]' --out="$OUT/all/test"
+  python -m datatools.split_to_folder --dataset=cifar10 --data_dir="$DATA_DIR" --split='train[:45000]' --out="$OUT/all/train"
+  python -m datatools.split_to_folder --dataset=cifar10 --data_dir="$DATA_DIR" --split='train[45000:]' --out="$OUT/all/test"
 fi
 if [ ! -d "$OUT/animals" ]; then  # the 6 animal classes, every image
   for split in train test; do

@@ -1,9 +1,9 @@
 """Writes a TFDS split as a folder of files, one subfolder per class: the layout `--image_folder`
 and `--text_folder` read (and Keras' `image_dataset_from_directory` / `text_dataset_from_directory`).
 
-  python -m experiments.export_folder --dataset=cifar10 --data_dir=DIR --split='train[:20000]' \\
+  python -m datatools.split_to_folder --dataset=cifar10 --data_dir=DIR --split='train[:20000]' \\
     --out=folders/cifar10/train
-  python -m experiments.export_folder --dataset=imdb_reviews --data_dir=DIR --split='train[22500:]' \\
+  python -m datatools.split_to_folder --dataset=imdb_reviews --data_dir=DIR --split='train[22500:]' \\
     --out=folders/imdb/test
 
 Images become `<out>/<class name>/<index>.png` (lossless), texts `<out>/<class name>/<index>.txt`
@@ -20,8 +20,8 @@ from absl import app, flags, logging
 
 from zoo.errors import ZooError, exit_with
 
-flags.DEFINE_string('dataset', 'cifar10', 'TFDS image or text classification dataset to export.')
-flags.DEFINE_string('split', 'train', 'Split to export, TFDS slicing syntax allowed.')
+flags.DEFINE_string('dataset', 'cifar10', 'TFDS image or text classification dataset to write out.')
+flags.DEFINE_string('split', 'train', 'Split to write out, TFDS slicing syntax allowed.')
 flags.DEFINE_string('data_dir', None, 'TFDS data directory to read (default: $TFDS_DATA_DIR).')
 flags.DEFINE_string('out', None, 'Folder to write <class name>/<index>.<png|txt> into (must not exist yet).',
                     required=True)

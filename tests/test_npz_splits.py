@@ -1,4 +1,4 @@
-"""Exported splits: exact round trips, and CIFAR-10 training where TensorFlow cannot be imported."""
+"""Splits saved as .npz (zoo/data/npz_splits.py): exact round trips, and CIFAR-10 training where TensorFlow cannot be imported."""
 import json
 import os
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, assert_one_line_error, last_json_line, real_data_dir
-from zoo.data import exported, sources
+from zoo.data import npz_splits, sources
 from zoo.errors import ZooError
 
 
@@ -24,8 +24,8 @@ def cifar_like(n: int, seed: int = 0) -> dict:
 @pytest.mark.parametrize('jpeg_quality', [0, 75])
 def test_round_trip_is_exact(tmp_path, jpeg_quality):
   arrays = cifar_like(20)
-  path = exported.save(tmp_path / 'x.npz', arrays, {'split': 'train'}, jpeg_quality=jpeg_quality)
-  loaded = exported.load(path)
+  path = npz_splits.save(tmp_path / 'x.npz', arrays, {'split': 'train'}, jpeg_quality=jpeg_quality)
+  loaded = npz_splits.load(path)
   assert sorted(loaded) == sorted(arrays)
   np.testing.assert_array_equal(loaded['image'], arrays['image'])
   np.testing.assert_array_equal(loaded['label'], arrays['label'])
@@ -34,16 +34,16 @@ def test_round_trip_is_exact(tmp_path, jpeg_quality):
 
 
 def test_a_changed_decoder_is_caught(tmp_path, monkeypatch):
-  path = exported.save(tmp_path / 'x.npz', cifar_like(4), {'split': 'train'}, jpeg_quality=75)
-  decode = exported._decode
-  monkeypatch.setattr(exported, '_decode', lambda blobs: np.minimum(decode(blobs), 254))
+  path = npz_splits.save(tmp_path / 'x.npz', cifar_like(4), {'split': 'train'}, jpeg_quality=75)
+  decode = npz_splits._decode
+  monkeypatch.setattr(npz_splits, '_decode', lambda blobs: np.minimum(decode(blobs), 254))
   with pytest.raises(ZooError, match='decodes JPEG differently'):
-    exported.load(path)
+    npz_splits.load(path)
 
 
-def test_sources_read_the_exported_split_and_refuse_a_colliding_one(tmp_path):
+def test_sources_read_the_saved_split_and_refuse_a_colliding_one(tmp_path):
   arrays = cifar_like(6)
-  exported.save(exported.split_path(tmp_path, 'cifar10', 'train[:6]'), arrays, {'split': 'train[:6]'})
+  npz_splits.save(npz_splits.split_path(tmp_path, 'cifar10', 'train[:6]'), arrays, {'split': 'train[:6]'})
   np.testing.assert_array_equal(sources.load_split('cifar10', 'train[:6]', str(tmp_path))['image'], arrays['image'])
   with pytest.raises(ZooError, match="holds split 'train\\[:6\\]', not 'train_:6_'"):
     sources.load_split('cifar10', 'train_:6_', str(tmp_path))
@@ -65,8 +65,8 @@ def test_cifar_trains_and_evaluates_without_tensorflow(tmp_path):
   data_dir = tmp_path / 'data'
   for split, seed in (('train[:64]', 0), ('train[64:96]', 1)):
     info = sources.DatasetInfo('cifar10', 'image', 'image', 'label', tuple('abcdefghij'), (32, 32, 3))
-    exported.save(exported.split_path(data_dir, 'cifar10', split), cifar_like(64 if seed == 0 else 32, seed),
-                  {'split': split, 'info': info.to_json()}, jpeg_quality=75)  # as export_splits writes it
+    npz_splits.save(npz_splits.split_path(data_dir, 'cifar10', split), cifar_like(64 if seed == 0 else 32, seed),
+                  {'split': split, 'info': info.to_json()}, jpeg_quality=75)  # as datatools.save_splits writes it
   common = (f'--data_dir={data_dir}', f'--workdir={tmp_path / "w"}', '--eval_split=train[64:96]',
             '--compilation_cache=')
   trained = run_without_tensorflow(tmp_path, 'experiments.cifar', *common, '--train_split=train[:64]',
@@ -79,7 +79,7 @@ def test_cifar_trains_and_evaluates_without_tensorflow(tmp_path):
   assert json.loads((tmp_path / 'w' / 'dataset.json').read_text())['class_names'] == list('abcdefghij')
   missing = run_without_tensorflow(tmp_path, 'experiments.cifar', *common[:2], '--eval_split=test',
                                    '--mode=eval')
-  assert_one_line_error(missing, "split 'test' of cifar10 is not exported", 'export it where TensorFlow is installed')
+  assert_one_line_error(missing, "split 'test' of cifar10 is not saved", 'save it where TensorFlow is installed')
   assert 'have: train[64:96], train[:64]' in missing.stderr
 
 
@@ -139,8 +139,8 @@ def test_cache_folders_follow_xdg_cache_home(monkeypatch):
 
 
 @pytest.mark.parametrize('damage', ['truncated', 'not a zip', 'another program\'s npz'])
-def test_an_unreadable_exported_split_is_named_in_one_line(tmp_path, damage):
-  path = exported.save(exported.split_path(tmp_path, 'cifar10', 'train'), cifar_like(4), {'split': 'train'})
+def test_an_unreadable_saved_split_is_named_in_one_line(tmp_path, damage):
+  path = npz_splits.save(npz_splits.split_path(tmp_path, 'cifar10', 'train'), cifar_like(4), {'split': 'train'})
   if damage == 'truncated':
     path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
   elif damage == 'not a zip':
@@ -149,7 +149,7 @@ def test_an_unreadable_exported_split_is_named_in_one_line(tmp_path, damage):
     np.savez(path, weights=np.zeros(3))  # a stray .npz without the zoo's metadata
   for read in (lambda: sources.load_split('cifar10', 'train', str(tmp_path)),
                lambda: sources.dataset_info('cifar10', str(tmp_path))):
-    with pytest.raises(ZooError, match=r'train.npz is not a readable exported split .*; export the split again'):
+    with pytest.raises(ZooError, match=r'train.npz is not a readable saved split .*; save the split again'):
       read()
 
 
@@ -166,4 +166,4 @@ def test_a_damaged_split_cache_entry_is_read_again_and_replaced(tmp_path, monkey
   cached.write_bytes(cached.read_bytes()[:100])  # as a crash or a full disk may leave it
   np.testing.assert_array_equal(load()['image'], first['image'])
   assert len(reads) == 2  # read again from TFDS ...
-  np.testing.assert_array_equal(exported.load(cached)['image'], first['image'])  # ... and cached whole again
+  np.testing.assert_array_equal(npz_splits.load(cached)['image'], first['image'])  # ... and cached whole again

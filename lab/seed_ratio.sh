@@ -3,10 +3,10 @@
 # train[:25000] with evaluation on train[45000:] after each, batch 32, imports, data loading and
 # compilation included; Keras divided by the zoo, on this machine. Runs are interleaved so that
 # drift in the machine's speed hits both alike; each round is
-#   Keras (experiments/keras_reference.py --model=cnn) | the zoo's first run (its compilation and
+#   Keras (lab/keras_reference.py --model=cnn) | the zoo's first run (its compilation and
 #   split caches empty) | the zoo's rerun (both caches warm).
 #
-# Run:  DATA_DIR=/path/to/tfds bash experiments/seed_ratio.sh   (ROUNDS=4 by default; DATA_DIR
+# Run:  DATA_DIR=/path/to/tfds bash lab/seed_ratio.sh   (ROUNDS=4 by default; DATA_DIR
 #       defaults to $TFDS_DATA_DIR; it must hold the cifar10 train split)
 # Prints one line per round and the medians. Results: docs/performance.md.
 set -euo pipefail
@@ -33,7 +33,7 @@ accuracy() {  # the eval accuracy in the last JSON line of a run's output
 : > "$SCRATCH/rounds"
 for round in $(seq 1 "$ROUNDS"); do
   rm -rf "$SCRATCH/compiled" "$SCRATCH/splits" "$SCRATCH"/w*
-  keras=$(timed keras $PYTHON -m experiments.keras_reference --model=cnn "--data_dir=$DATA_DIR" --epochs=2 \
+  keras=$(timed keras $PYTHON -m lab.keras_reference --model=cnn "--data_dir=$DATA_DIR" --epochs=2 \
           --batch_size=32 '--train_split=train[:25000]' '--eval_split=train[45000:]')
   first=$(timed first $PYTHON -m experiments.cifar "${ZOO_FLAGS[@]}" "--workdir=$SCRATCH/w1")
   rerun=$(timed rerun $PYTHON -m experiments.cifar "${ZOO_FLAGS[@]}" "--workdir=$SCRATCH/w2")

@@ -1,7 +1,7 @@
-"""Exports TFDS splits to `.npz` files that train without TensorFlow.
+"""Saves TFDS splits as `.npz` files that train without TensorFlow.
 
-  python -m experiments.export_splits --dataset=cifar10 --data_dir=DIR \
-      --splits='train[:45000],train[45000:]' --out_dir=/tmp/exported [--jpeg_quality=75]
+  python -m datatools.save_splits --dataset=cifar10 --data_dir=DIR \
+      --splits='train[:45000],train[45000:]' --out_dir=/tmp/splits [--jpeg_quality=75]
 
 writes <out_dir>/cifar10/exported/<split>.npz; then `python -m experiments.cifar --data_dir=<out_dir>
 --train_split='train[:45000]' ...` reads them with NumPy (and Pillow for JPEG) alone: the way onto a
@@ -18,7 +18,7 @@ from absl import app, flags, logging
 
 from zoo.errors import ZooError, exit_with
 
-flags.DEFINE_string('dataset', 'cifar10', 'TFDS dataset to export (an image or text classification dataset).')
+flags.DEFINE_string('dataset', 'cifar10', 'TFDS dataset to save (an image or text classification dataset).')
 flags.DEFINE_list('splits', ['train', 'test'], 'Splits, TFDS slicing syntax allowed.')
 flags.DEFINE_string('data_dir', None, 'TFDS data directory to read (default: $TFDS_DATA_DIR).')
 flags.DEFINE_string('out_dir', None, 'Directory to write <dataset>/exported/<split>.npz into.', required=True)
@@ -34,14 +34,14 @@ def main(argv):
   try:
     if not 0 <= FLAGS.jpeg_quality <= 95:
       raise ZooError(f'--jpeg_quality={FLAGS.jpeg_quality} is out of range; pass 0 (lossless) or a quality from 1 to 95')
-    from zoo.data import exported, sources, tfds_source
+    from zoo.data import npz_splits, sources, tfds_source
     for split in FLAGS.splits:
       arrays = tfds_source.load_split(FLAGS.dataset, split, FLAGS.data_dir)
-      path = exported.split_path(FLAGS.out_dir, FLAGS.dataset, split)
+      path = npz_splits.split_path(FLAGS.out_dir, FLAGS.dataset, split)
       meta = {'dataset': FLAGS.dataset, 'split': split, 'source': str(FLAGS.data_dir or 'TFDS default'),
               'examples': len(next(iter(arrays.values()))),
               'info': sources.dataset_info(FLAGS.dataset, FLAGS.data_dir).to_json()}
-      exported.save(path, arrays, meta, jpeg_quality=FLAGS.jpeg_quality)
+      npz_splits.save(path, arrays, meta, jpeg_quality=FLAGS.jpeg_quality)
       print(json.dumps({**meta, 'path': str(path), 'megabytes': round(path.stat().st_size / 2**20, 1)}), flush=True)
   except ZooError as e:
     exit_with(e)

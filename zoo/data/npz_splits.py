@@ -1,11 +1,12 @@
-"""Splits exported from TFDS to one `.npz` file each, readable with NumPy alone.
+"""TFDS splits saved as one `.npz` file each, readable with NumPy alone.
 
 Why: a machine with JAX but no TensorFlow (a rented GPU box, a laptop without TF's 600 MB) can still
-train on the device feed. `python -m experiments.export_splits` writes
+train on the device feed. `python -m datatools.save_splits` writes
 `<out_dir>/<dataset>/exported/<split>.npz`; `--data_dir=<out_dir>` then finds it before TFDS.
 With `jpeg_quality`, images are stored as JPEG plus the exact residual (int16, mostly zeros), so
-the file stays lossless: the shared CIFAR-10 copy was itself JPEG'd (quality 75, 4:2:0), and at that
-setting 50,000 images take 23 MB (150 MB raw; 114 MB as TFDS PNGs). A SHA-256 of the images checks the decode.
+the file stays lossless; images that were themselves JPEG'd at that quality (the CIFAR-10 copy the
+docs measure: quality 75, 4:2:0) leave a residual of mostly zeros, which compresses to little
+(sizes: docs/airbench.md). A SHA-256 of the images checks the decode.
 """
 import contextlib
 import hashlib
@@ -20,6 +21,7 @@ import numpy as np
 
 from zoo.errors import ZooError
 
+# The folder's name predates this module's; it stays so that splits saved earlier are still found.
 FOLDER = 'exported'
 
 
@@ -57,7 +59,7 @@ def save(path, arrays: dict[str, np.ndarray], meta: dict, jpeg_quality: int = 0,
 
 @contextlib.contextmanager
 def _opened(path):
-  """The archive `save` wrote, or one line naming a file that is not a whole exported split: cut
+  """The archive `save` wrote, or one line naming a file that is not a whole saved split: cut
   short, not a zip, or a stray `.npz` that something else wrote."""
   try:
     with np.load(path, allow_pickle=False) as stored:
@@ -65,8 +67,8 @@ def _opened(path):
   except ZooError:
     raise
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-    raise ZooError(f'{path} is not a readable exported split ({type(e).__name__}: {str(e)[:200]}); export the split '
-                   'again (python -m experiments.export_splits) or move the file out of that folder') from None
+    raise ZooError(f'{path} is not a readable saved split ({type(e).__name__}: {str(e)[:200]}); save the split '
+                   'again (python -m datatools.save_splits) or move the file out of that folder') from None
 
 
 def load(path) -> dict[str, np.ndarray]:
@@ -81,8 +83,8 @@ def load(path) -> dict[str, np.ndarray]:
         arrays[name] = decoded.astype(np.uint8)
         if _sha256(arrays[name]) != meta.get(f'{name}_sha256'):
           from PIL import __version__ as pillow
-          raise ZooError(f'{path}: the decoded {name}s differ from those exported (this Pillow {pillow} decodes '
-                         f'JPEG differently from the exporter\'s {meta.get("pillow")}); export without --jpeg_quality')
+          raise ZooError(f'{path}: the decoded {name}s differ from those saved (this Pillow {pillow} decodes '
+                         f'JPEG differently from the saver\'s {meta.get("pillow")}); save without --jpeg_quality')
       elif key.endswith('.bytes'):
         arrays[key[:-6]] = np.array(_split(stored[key], stored[key + '_offsets']), dtype=object)
       elif key != 'meta' and not key.endswith(('_offsets', '_residual')):

@@ -1,37 +1,13 @@
-"""What a run shows people while it trains: the seed's accuracy plot and TensorBoard scalars (the
-files' names and places are `zoo.workdir`'s)."""
+"""What a run shows people while it trains, besides its plot (`zoo.report.plot_history`, which the
+evaluation report draws too): TensorBoard scalars and the remaining time (the files' names and
+places are `zoo.workdir`'s)."""
 import itertools
 import logging
 import os
 import socket
 import time
-from pathlib import Path
 
 from zoo import workdir as workdir_lib
-
-
-def plot_history(history: list[dict], path: Path, *, title: str = '') -> None:
-  """The seed's figure: training accuracy and val_accuracy per epoch, y from 0 to 1; `title` names
-  the run (model and dataset)."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  from matplotlib.ticker import MaxNLocator
-  evaluated = [h for h in history if 'eval_accuracy' in h]  # --eval_every_epochs may skip some
-  fig, ax = plt.subplots(figsize=(6, 4))
-  ax.plot([h['epoch'] for h in history], [h['train_accuracy'] for h in history], marker='o', label='accuracy')
-  ax.plot([h['epoch'] for h in evaluated], [h['eval_accuracy'] for h in evaluated], marker='o',
-          label='val_accuracy')
-  ax.set_xlabel('Epoch')
-  ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.25, 1.5 ticks
-  if title:
-    ax.set_title(title, parse_math=False)  # a '$' in a name is no formula
-  ax.set_ylabel('Accuracy')
-  ax.set_ylim([0, 1])
-  ax.legend(loc='lower right')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 class TensorBoard:
@@ -39,7 +15,7 @@ class TensorBoard:
 
   Written with TensorBoard's own event protos and record writer, which need no TensorFlow
   (flax.metrics.tensorboard and clu write through `tf.summary`: importing TensorFlow for a few
-  scalars cost 4-8 s of every run on the 2-core CPU).
+  scalars would slow every run's start, docs/performance.md).
   """
 
   def __init__(self, workdir, enabled: bool):

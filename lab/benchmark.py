@@ -1,4 +1,4 @@
-"""Training throughput of the zoo's models: `python -m experiments.benchmark [--data_dir=DIR]`.
+"""Training throughput of the zoo's models: `python -m lab.benchmark [--data_dir=DIR]`.
 
 For each model: compile time, steady-state step time on a batch already on the devices, FLOPs per
 step (XLA's cost analysis of the lowered step, `steps.flops_per_step`: on GPUs the compiled
@@ -114,7 +114,7 @@ def main(argv):
     if name == 'simple_cnn' and FLAGS.keras:
       from zoo.data import tensorflow_import
       tensorflow_import.tensorflow()  # before Keras: TensorFlow must leave the accelerators to JAX
-      from experiments import keras_reference
+      from lab import keras_reference
       row['keras_examples_per_second'] = benchmarking.measure_keras_training(keras_reference.seed_cnn(), batch_size)
       row['speedup_over_keras'] = row['examples_per_second'] / row['keras_examples_per_second']
     rows.append(row)

@@ -5,13 +5,13 @@
 # the recipe without each of three tricks, and in bfloat16, over SEEDS; (PARTS=determinism) seed 0
 # twice with --deterministic, compared.
 # Installs nothing. Needs a Python with JAX (GPU), Flax, Optax, Orbax, absl and Pillow, and a data
-# dir holding cifar10: TFDS-prepared (needs TensorFlow too) or exported by experiments.export_splits
+# dir holding cifar10: TFDS-prepared (needs TensorFlow too) or written by datatools.save_splits
 # (NumPy only), e.g. for a machine without TensorFlow:
 #
-#   python -m experiments.export_splits --data_dir=DIR --jpeg_quality=75 \
+#   python -m datatools.save_splits --data_dir=DIR --jpeg_quality=75 \
 #       --splits='train[:45000],train[45000:]' --out_dir=.gpu_data     # 23 MB, lossless
 #   DATA_DIR=.gpu_data [SPLITS=validation|test] [PARTS='timing benchmark determinism ablations'] [SEEDS='0 1 2'] \
-#       bash experiments/gpu_speedrun.sh
+#       bash lab/gpu_speedrun.sh
 #
 # RECIPE=cifar_airbench_muon.flags runs the Muon recipe instead of cifar_airbench.flags (timing and
 # determinism; the ablations name SGD-recipe tricks).
@@ -27,7 +27,7 @@ PYTHON=${PYTHON:-python}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 
 if [ -z "$DATA_DIR" ] || [ ! -d "$DATA_DIR/cifar10" ]; then
-  echo "error: DATA_DIR=$DATA_DIR holds no cifar10; pass DATA_DIR=<a TFDS or exported directory with cifar10>" >&2
+  echo "error: DATA_DIR=$DATA_DIR holds no cifar10; pass DATA_DIR=<a TFDS directory, or one datatools.save_splits wrote, with cifar10>" >&2
   exit 1
 fi
 if ! "$PYTHON" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
@@ -95,7 +95,7 @@ same = all(x['eval_accuracy'] == y['eval_accuracy'] and x['train_loss'] == y['tr
 print('determinism: eval accuracies and train losses', 'identical' if same else 'DIFFER', 'in every epoch')"
 fi
 if [[ " $PARTS " == *" benchmark "* ]]; then
-  timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m experiments.benchmark --data_dir="$DATA_DIR" \
+  timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m lab.benchmark --data_dir="$DATA_DIR" \
     --models=simple_cnn,airbench,resnet20 --keras=false --pipelines="$PIPELINES" \
     --pipeline_split="${SPLIT_FLAGS[0]#--train_split=}"
 fi

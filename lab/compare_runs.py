@@ -1,4 +1,4 @@
-"""How far apart two training runs are: `python -m experiments.compare_runs WORKDIR_A WORKDIR_B [STEP]`.
+"""How far apart two training runs are: `python -m lab.compare_runs WORKDIR_A WORKDIR_B [STEP]`.
 
 Restores each workdir's checkpoint of STEP (default: each one's newest readable one) as host arrays
 (`zoo.checkpoints.restore_arrays`, the reader `zoo.load` uses) and prints one JSON line: each run's step and, per collection (`params`, `batch_stats`), the
@@ -22,7 +22,7 @@ def max_abs_difference(a, b) -> float:
 
 def main(argv: list[str]) -> None:
   if len(argv) not in (3, 4):
-    sys.exit('usage: python -m experiments.compare_runs WORKDIR_A WORKDIR_B [STEP]')
+    sys.exit('usage: python -m lab.compare_runs WORKDIR_A WORKDIR_B [STEP]')
   step = int(argv[3]) if len(argv) == 4 else None
   try:
     (_, a), (_, b) = checkpoints.restore_arrays(argv[1], step), checkpoints.restore_arrays(argv[2], step)
