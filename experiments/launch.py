@@ -140,14 +140,17 @@ def _check_eval_flags(workdir: Path) -> None:
     raise ZooError(f'--rule contradicts {workdir}, which was trained with rules {list(recorded.rules)}; drop the '
                    'flag or pass another --workdir')
   from zoo import models
-  settings = models.contract_of(recorded.model).settings if recorded.model in models.MODELS else {}
-  for name, value in _given_model_settings(FLAGS).items():
-    if name not in settings or settings[name].role == 'run':
-      recorded_value = recorded.model_settings.get(name)
-      same = recorded_value is not None and (tuple(recorded_value) if isinstance(value, tuple) else recorded_value) == value
-      if not same:
-        raise ZooError(f'--model.{name}={_shown(value)} contradicts {workdir}, which was trained with '
-                       f'{recorded.model}\'s {name}={recorded_value!r}; drop the flag or pass another --workdir')
+  given = _given_model_settings(FLAGS)
+  if not given or recorded.model not in models.MODELS:
+    return
+  models.resolve_settings(recorded.model, given)  # names and types
+  settings = models.contract_of(recorded.model).settings
+  for name, value in given.items():
+    recorded_value = recorded.model_settings.get(name)
+    same = recorded_value is not None and (tuple(recorded_value) if isinstance(value, tuple) else recorded_value) == value
+    if settings[name].role == 'run' and not same:
+      raise ZooError(f'--model.{name}={_shown(value)} contradicts {workdir}, which was trained with '
+                     f'{recorded.model}\'s {name}={recorded_value!r}; drop the flag or pass another --workdir')
 
 
 def _configure_logging() -> None:

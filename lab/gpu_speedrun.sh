@@ -80,8 +80,8 @@ PARTS=${PARTS:-timing benchmark}
 if [[ " $PARTS " == *" timing "* ]]; then
   recipe cold --eval_every_epochs=1
   recipe warm --eval_every_epochs=1 --seed=1
-  recipe bf16_cold --eval_every_epochs=1 --compute_dtype=bfloat16
-  recipe bf16_warm --eval_every_epochs=1 --compute_dtype=bfloat16 --seed=1
+  recipe bf16_cold --eval_every_epochs=1 --model.dtype=bfloat16
+  recipe bf16_warm --eval_every_epochs=1 --model.dtype=bfloat16 --seed=1
 fi
 if [[ " $PARTS " == *" determinism "* ]]; then
   # Seed 0 twice with XLA's deterministic GPU ops (programs from the cache after the first): equal
@@ -103,7 +103,7 @@ if [[ " $PARTS " == *" ablations "* ]]; then
   # The recipe without one trick at a time, over SEEDS; one seed's variants run side by side on the
   # GPU (accuracy only: their times are not comparable), then a mean +- sd table.
   declare -A VARIANTS=([full]='' [no_lookahead]='--nolookahead' [no_alternating_flip]='--noalternating_flip'
-                       [no_label_smoothing]='--label_smoothing=0' [bf16]='--compute_dtype=bfloat16')
+                       [no_label_smoothing]='--label_smoothing=0' [bf16]='--model.dtype=bfloat16')
   mkdir -p "$WORKDIR"
   for seed in ${SEEDS:-0 1 2}; do
     for name in "${!VARIANTS[@]}"; do

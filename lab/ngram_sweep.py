@@ -2,10 +2,10 @@
 `python -m lab.ngram_sweep --flagfile=experiments/recipes/imdb_ngram.flags --data_dir=DIR
 --train_split=... --eval_split=... --workdir=W --variants='[{"name": "lr01", "config": {"learning_rate": 0.01}}, ...]'`.
 
-Each variant is a JSON object: `name` (its workdir `W/<name>`), `model` (attributes of
-`NgramClassifier` to override: `max_n`, `num_buckets`, `scale`, `alpha`, `use_ratios`, `frozen` as a
-list of parameter names), `config` (fields of the zoo's Config to override: `learning_rate`,
-`schedule`, `epochs`, `max_length`...) and `naive_bayes` (true: also evaluate the trained workdir's
+Each variant is a JSON object: `name` (its workdir `W/<name>`), `model` (settings of the model, as
+`--model.NAME` sets them: `max_n`, `num_buckets`, `scale`, `alpha`, `use_ratios`), `rules`
+(optimizer rules added to the run's, as `--rule` writes them: `["ratios:frozen"]`), `config` (fields
+of the zoo's Config to override: `learning_rate`, `schedule`, `epochs`, `max_length`...) and `naive_bayes` (true: also evaluate the trained workdir's
 model with its trainable weights zeroed, the Naive Bayes classifier it started from). One process
 reads the data once per tokenizer setting (with the split cache) instead of once per variant, so a
 sweep of many variants fits on a small CPU. Prints one JSON line per variant: eval accuracy and
@@ -31,8 +31,6 @@ from experiments import launch, texts  # texts defines the flags, with IMDB's de
 from zoo import inference
 from zoo.data import open_dataset
 from zoo.errors import ZooError
-from zoo.models import MODELS
-from zoo.models.ngram import NgramClassifier
 from zoo.training import loop
 
 del texts
@@ -51,21 +49,6 @@ PRESETS = {
 }
 
 
-def variant_model(name: str, attributes: dict) -> type:
-  """A subclass of NgramClassifier with `attributes` as its defaults, registered as `name`."""
-  attributes = dict(attributes)
-  annotations = {key: type(value) for key, value in attributes.items() if key != 'frozen'}
-  unknown = sorted(set(attributes) - set(NgramClassifier.__dataclass_fields__) - {'frozen'})
-  if unknown:
-    raise ZooError(f'variant {name!r}: NgramClassifier has no attribute {", ".join(unknown)}; '
-                   f'use one of: max_n, num_buckets, scale, alpha, use_ratios, frozen')
-  if 'frozen' in attributes:
-    attributes['frozen'] = tuple(attributes['frozen'])
-  model = type(f'Ngram_{name}', (NgramClassifier,), dict(attributes, __annotations__=annotations))
-  MODELS[name] = model
-  return model
-
-
 def naive_bayes_accuracy(workdir: str, config, data_dir: str) -> float:
   """The workdir's model with its trainable weights zeroed: the NB classifier it started from, which
   tells what training the weights adds to the ratios alone."""
@@ -82,13 +65,19 @@ def sweep(config, variants: list, workdir: str, data_dir: str) -> None:
   """Trains and evaluates each variant in `workdir/<name>`, printing its JSON line when done."""
   for variant in variants:
     name = variant['name']
-    variant_model(name, variant.get('model', {}))
     overrides = variant.get('config', {})
     unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(config)})
     if unknown:
       raise ZooError(f'variant {name!r}: the config has no field {", ".join(unknown)}; '
                      f'use the flags\' names without dashes, e.g. learning_rate')
-    variant_config = dataclasses.replace(config, model=name, **overrides)
+    variant_config = dataclasses.replace(config, **overrides)
+    variant_config = dataclasses.replace(
+        variant_config, model_settings={**variant_config.model_settings, **variant.get('model', {})},
+        rules=(*variant_config.rules, *variant.get('rules', ())))
+    try:
+      variant_config.validate(jax.device_count())
+    except ZooError as error:
+      raise ZooError(f'variant {name!r}: {error}') from None
     start = time.time()
     history = loop.train_and_evaluate(variant_config, f'{workdir}/{name}', data_dir)
     row = {'variant': variant, 'eval_accuracy_per_epoch': [h.get('eval_accuracy') for h in history],

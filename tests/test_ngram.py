@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import last_json_line, run_experiment
-from zoo.models import MODELS
+from zoo.models import contract_of, MODELS
 from zoo.models.ngram import (NgramClassifier, bucket_document_counts, log_count_ratios, log_prior_ratios,
                               ngram_buckets, present_buckets)
 
@@ -112,7 +112,8 @@ def test_more_classes_get_one_vs_rest_ratios_and_one_logit_each():
 
 def test_ngram_is_registered_as_a_text_model():
   assert MODELS['ngram'] is NgramClassifier and NgramClassifier.input_kind == 'text'
-  assert NgramClassifier.frozen == () and NgramClassifier.init_examples is None  # ratios train too
+  contract = contract_of('ngram')
+  assert contract.rules == () and contract.init_examples is None  # nothing frozen: the ratios train too
 
 
 FLAGS = ('--model=ngram', '--epochs=2', '--batch_size=16', '--eval_batch_size=40', '--vocab_size=200',

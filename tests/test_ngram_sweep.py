@@ -32,7 +32,7 @@ def sweep(tmp_path, variants):
 
 def test_each_variant_trains_with_its_overrides(tmp_path):
   variants = [{'name': 'recipe', 'naive_bayes': True},
-              {'name': 'unigrams_frozen', 'model': {'max_n': 1, 'frozen': ['ratios']}, 'config': {'epochs': 2}}]
+              {'name': 'unigrams_frozen', 'model': {'max_n': 1}, 'rules': ['ratios:frozen'], 'config': {'epochs': 2}}]
   result = sweep(tmp_path, variants)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
@@ -44,7 +44,7 @@ def test_each_variant_trains_with_its_overrides(tmp_path):
     assert [h['eval_accuracy'] for h in history] == rows[epochs - 1]['eval_accuracy_per_epoch']
 
 
-def test_an_unknown_model_attribute_is_one_error_line(tmp_path):
+def test_an_unknown_model_setting_is_one_error_line(tmp_path):
   result = sweep(tmp_path, [{'name': 'typo', 'model': {'maxn': 3}}])
-  assert_one_line_error(result, "variant 'typo': NgramClassifier has no attribute maxn",
-                        'use one of: max_n, num_buckets')
+  assert_one_line_error(result, "variant 'typo': --model.maxn is not a setting of ngram",
+                        'its settings are: --model.max_n, --model.num_buckets')

@@ -122,7 +122,7 @@ def test_muon_resumes_bit_identical(tmp_path):
   layers on SGD, a linear schedule): the Muon momentum is checkpointed, and a run killed mid epoch
   resumes to the same model."""
   flags = ('--optimizer=muon', '--nesterov', '--learning_rate=0.05', '--muon_learning_rate=0.1', '--schedule=linear',
-           '--head_lr_multiplier=0.5', '--checkpoint_every_steps=2', '--keep_checkpoints=20')
+           '--rule={head}/.*:lr=0.5', '--checkpoint_every_steps=2', '--keep_checkpoints=20')
   history = train(tmp_path / 'w', *flags)
   assert history[-1]['train_loss'] < history[0]['train_loss']
   kernel = restore_plain(tmp_path / 'w', 8)['params']['Conv_0']['kernel']
@@ -181,8 +181,8 @@ def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
   assert last_json_line(fast.stdout)['accuracy'] == pytest.approx(last_json_line(result.stdout)['accuracy'])
   assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_batch_size=0'),
                         '--eval_batch_size=0 is not a positive multiple', 'pass e.g. --eval_batch_size=1')
-  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--tta_level=1'),
-                        'simple_cnn has no test-time augmentation', 'drop the flag or use one of: airbench')
+  assert_one_line_error(run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--model.tta_level=1'),
+                        '--model.tta_level is not a setting of simple_cnn', 'its settings are: none')
 
 
 @pytest.mark.slow
@@ -195,11 +195,11 @@ def test_airbench_recipe_trains_with_its_whitening_frozen(tmp_path):
   first, last = restore_plain(tmp_path / 'w', 2)['params'], restore_plain(tmp_path / 'w', 6)['params']
   np.testing.assert_array_equal(first['whiten']['kernel'], last['whiten']['kernel'])
   assert not np.array_equal(first['Dense_0']['kernel'], last['Dense_0']['kernel'])
-  # --tta_level in --mode=eval replaces the run's own (the recipe's 2, which its evaluation used).
-  result = run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path / "w"}', '--tta_level=0')
+  # --model.tta_level in --mode=eval replaces the run's own (the recipe's 2, which its evaluation used).
+  result = run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path / "w"}', '--model.tta_level=0')
   assert result.returncode == 0, result.stderr[-3000:]
   evaluation = last_json_line(result.stdout)
-  assert evaluation['tta_level'] == 0 and evaluation['num_examples'] == 96
+  assert evaluation['model_settings'] == {'tta_level': 0} and evaluation['num_examples'] == 96
   assert evaluation['loss'] != pytest.approx(history[0]['eval_loss'], rel=1e-5)
 
 

@@ -228,8 +228,9 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
              **overrides) -> dict:
   """Evaluates a checkpoint of `workdir` (default: the newest) with the config recorded there, but
   for `overrides` of fields whose role is `eval` (`eval_split`, `eval_batch_size`: recorded in
-  eval.json) or `runtime`, and `model_settings` whose role is `eval` (airbench's `tta_level`). Every example's prediction is computed once, and accuracy,
-  loss, the report's metrics (`zoo.report`) and its pictures all come from it: writes eval.json and
+  eval.json) or `runtime`, and `model_settings` whose role is `eval` (airbench's `tta_level`).
+  Every example's prediction is computed once, and accuracy, loss, the report's metrics
+  (`zoo.report`) and its pictures all come from it: writes eval.json and
   `report/index.html`; returns what eval.json holds."""
   workdir = Path(workdir)
   allowed = Config.fields_with_role('eval', 'runtime')
