@@ -122,10 +122,10 @@ def prediction_fields(class_names: Sequence[str], probabilities_row: np.ndarray)
   return fields
 
 
-def load(workdir, step: int | None = None, data_dir: str | None = None) -> TrainedModel:
+def load(workdir, step: int | None = None) -> TrainedModel:
   """The model trained in `workdir`, restored from checkpoint `step` (default: the newest
-  readable one). `data_dir` is only consulted for class names of a workdir that recorded none."""
-  trained = builder.open_trained(workdir, data_dir)
+  readable one); the workdir alone is enough (no data is read)."""
+  trained = builder.open_trained(workdir)
   config, description, dataset = trained.config, trained.description, trained.dataset
   model = builder.create_model(config, dataset.model_kwargs())
   step, tree = checkpoints.restore_arrays(workdir, step)
