@@ -194,6 +194,6 @@ def run(argv) -> None:
     if FLAGS.mode == 'eval':
       print(json.dumps(_evaluate(workdir)), flush=True)
     else:
-      predictions.predict(workdir, FLAGS.checkpoint_step, FLAGS.data_dir)
+      predictions.predict(workdir, FLAGS.checkpoint_step)
   except ZooError as e:
     exit_with(e)

@@ -41,13 +41,13 @@ def _utf8_text(data: bytes) -> str:
                    f'({e.reason}); pass UTF-8 text (iconv -f LATIN1 -t UTF-8 converts Latin-1)') from None
 
 
-def predict(workdir: Path, step: int | None, data_dir: str | None) -> None:
+def predict(workdir: Path, step: int | None) -> None:
   """One JSON line per image or text, in the order given. Each image that cannot be read (missing,
   not an image, over Pillow's pixel limit) gets its own `error:` line on stderr after every readable
   one is printed, and the exit status is then 1."""
   import zoo
   from zoo import inference
-  trained = zoo.load(workdir, step=step, data_dir=data_dir)
+  trained = zoo.load(workdir, step=step)
   names = trained.class_names
   if trained.kind == 'text':
     if FLAGS.image:

@@ -21,8 +21,6 @@ flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on: 127.0.0.1 is thi
                     'lets every machine that reaches this one use the page.')
 flags.DEFINE_integer('port', 8000, 'Port to listen on (0: any free one; the printed URL says which).')
 flags.DEFINE_integer('checkpoint_step', None, 'Serve this checkpoint step instead of the latest.')
-flags.DEFINE_string('data_dir', None, 'TFDS data directory: only read for the class names of a workdir '
-                    'trained before dataset.json was written.')
 FLAGS = flags.FLAGS
 
 
@@ -45,7 +43,7 @@ def main(argv) -> None:
     accelerators.setup()
     import zoo
     from zoo import serving
-    trained = zoo.load(FLAGS.workdir, step=FLAGS.checkpoint_step, data_dir=FLAGS.data_dir)
+    trained = zoo.load(FLAGS.workdir, step=FLAGS.checkpoint_step)
     server = serving.make_server(trained, FLAGS.workdir, FLAGS.host, FLAGS.port)
   except ZooError as e:
     exit_with(e)

@@ -161,16 +161,14 @@ def test_every_registered_model_is_exported():
   assert sorted(IMAGE_MODELS + TEXT_MODELS) == sorted(MODELS)
 
 
-@pytest.mark.parametrize('rules', ['keras', 'legacy'])
-def test_the_savedmodel_tokenizer_gives_the_python_tokenizers_ids(rules):
+def test_the_savedmodel_tokenizer_gives_the_python_tokenizers_ids():
   """The TensorFlow string ops in the SavedModel split and look up words as `zoo.data.tokenizer`
-  does, under the Keras rules and under the legacy rules of older workdirs."""
-  from zoo.data import text, tokenizer
-  split = text.SPLIT_WORDS[rules]
-  vocabulary = tokenizer.learn_vocabulary(TRICKY_TEXTS[:-3], 40, split)  # the last texts' words stay unknown
-  python_tokenizer = tokenizer.Tokenizer(vocabulary, 12, split)
+  does."""
+  from zoo.data import tokenizer
+  vocabulary = tokenizer.learn_vocabulary(TRICKY_TEXTS[:-3], 40)  # the last texts' words stay unknown
+  python_tokenizer = tokenizer.Tokenizer(vocabulary, 12)
   expected = python_tokenizer(TRICKY_TEXTS)
-  ids = export.tensorflow_tokenizer(python_tokenizer, rules)(TRICKY_TEXTS).numpy()
+  ids = export.tensorflow_tokenizer(python_tokenizer)(TRICKY_TEXTS).numpy()
   assert ids.dtype == np.int32 and ids.shape == (len(TRICKY_TEXTS), 12)
   np.testing.assert_array_equal(ids, expected)
   assert (expected == tokenizer.OUT_OF_VOCABULARY).any() and (expected[:, -1] > 0).any()  # both edges are tried

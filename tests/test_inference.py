@@ -2,6 +2,7 @@
 import json
 import os
 import pty
+import re
 import shutil
 import struct
 import subprocess
@@ -16,6 +17,7 @@ from PIL import Image
 
 import zoo
 from conftest import ROOT, assert_one_line_error, last_json_line, real_data_dir, run_experiment
+from zoo import workdir as workdir_lib
 
 SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=40', '--optimizer=sgd', '--learning_rate=0.05')
 
@@ -154,17 +156,53 @@ def test_predict_with_a_terminal_and_no_images_says_how_instead_of_waiting(cnn):
   assert_one_line_error(result, '--mode=predict needs image files', 'pass --image=FILE')
 
 
-def test_a_workdir_without_recorded_class_names_still_loads(cnn, tmp_path, caplog):
+def _with_format(cnn, tmp_path, version) -> Path:
+  """A copy of `cnn` whose config.json records `version` (None: no version, as before there were any)."""
   old = tmp_path / 'old'
   shutil.copytree(cnn, old)
-  (old / 'dataset.json').unlink()  # as trained before the file was written
-  trained = zoo.load(old, data_dir=str(tmp_path / 'no_tfds_here'))
-  assert trained.class_names == [str(i) for i in range(10)]
-  assert sum('no dataset.json' in r.getMessage() for r in caplog.records) == 1
-  assert trained.predict(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 10)
-  if os.environ.get('TFDS_DATA_DIR') and (Path(os.environ['TFDS_DATA_DIR']) / 'cifar10').is_dir():
-    named = zoo.load(old, data_dir=os.environ['TFDS_DATA_DIR'])  # the prepared dataset's metadata
-    assert named.class_names[:2] == ['airplane', 'automobile']
+  values = json.loads((old / 'config.json').read_text())
+  values.pop(workdir_lib.FORMAT_KEY)
+  if version is not None:
+    values[workdir_lib.FORMAT_KEY] = version
+  (old / 'config.json').write_text(json.dumps(values))
+  return old
+
+
+@pytest.mark.parametrize('version, found, mode', [(None, 'none', 'eval'),
+                                                  (workdir_lib.FORMAT_VERSION + 1, workdir_lib.FORMAT_VERSION + 1,
+                                                   'train')])
+def test_a_workdir_of_another_format_version_is_refused_everywhere_and_kept(cnn, tmp_path, version, found, mode):
+  """Missing (written before versions) or another: every reader stops in one line naming both, and
+  nothing in the workdir changes."""
+  old = _with_format(cnn, tmp_path, version)
+  before = {p: p.read_bytes() for p in old.rglob('*') if p.is_file()}
+  problem = f'{old} is a workdir of format {found} and this zoo reads format {workdir_lib.FORMAT_VERSION}'
+  fix = 'train again in a new workdir, or use the zoo release that wrote it'
+  result = run_experiment('cifar', f'--mode={mode}', f'--workdir={old}', *(SMALL if mode == 'train' else ()))
+  assert_one_line_error(result, problem, fix)
+  from zoo import export
+  from zoo.config import Config
+  from zoo.training import finetune
+  for read in (zoo.load, lambda w: export.export(w, 'onnx'), workdir_lib.trained_config,
+               lambda w: workdir_lib.check_resumable(Config(), w),
+               lambda w: finetune.read_source(Config(init_from=str(w)), tmp_path / 'new')):
+    with pytest.raises(zoo.errors.ZooError, match=f'^{re.escape(problem)}; {fix}$'):
+      read(old)
+  assert {p: p.read_bytes() for p in old.rglob('*') if p.is_file()} == before
+
+
+def test_a_new_workdir_records_this_zoos_format_version(cnn):
+  assert json.loads((cnn / 'config.json').read_text())[workdir_lib.FORMAT_KEY] == workdir_lib.FORMAT_VERSION
+  from zoo.config import Config
+  assert workdir_lib.FORMAT_KEY not in Config.__dataclass_fields__  # config.json's one field that is no setting
+
+
+def test_a_workdir_without_dataset_json_is_refused(cnn, tmp_path):
+  old = tmp_path / 'old'
+  shutil.copytree(cnn, old)
+  (old / 'dataset.json').unlink()
+  with pytest.raises(zoo.errors.ZooError, match='has no dataset.json: the class names .*; rerun its training command'):
+    zoo.load(old)
 
 
 def test_load_names_what_is_wrong(cnn, tmp_path):

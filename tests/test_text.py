@@ -41,16 +41,6 @@ def test_vocabulary_words_keep_carriage_returns_and_a_longer_file_is_cut(tmp_pat
   np.testing.assert_array_equal(dataset.encode(['A\rb c\xa0d e']), [[2, 3, 1]])  # e is past --vocab_size
 
 
-def test_a_workdir_of_the_earlier_rules_keeps_them(tmp_path):
-  """Its model learned "dont" and "wellmade": it reads texts the way it was trained to."""
-  (tmp_path / workdir_lib.VOCABULARY_FILE).write_text('dont\nwellmade\nbr\nfilm')
-  earlier_description = {'inputs': {'kind': 'text', 'vocabulary': 'vocabulary.txt'}}  # no 'tokenizer'
-  (tmp_path / workdir_lib.DESCRIPTION_FILE).write_text(json.dumps(earlier_description))
-  dataset = text.TextDataset(IMDB, None, vocab_size=10, max_length=4, train_split='train', workdir=tmp_path)
-  np.testing.assert_array_equal(dataset.encode(["Don't miss this WELL-MADE film<br />"]), [[2, 1, 1, 3]])
-  assert 'tokenizer' not in dataset.describe()['inputs']
-
-
 def test_only_process_0_learns_and_writes_the_vocabulary_the_others_wait_and_read(tmp_path, monkeypatch):
   import threading
   monkeypatch.setattr(jax, 'process_index', lambda: 1)  # this process is not process 0

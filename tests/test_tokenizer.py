@@ -58,22 +58,6 @@ def test_repeated_vocabulary_words_are_refused():
     Tokenizer(['a', 'b', 'a'], max_length=3)
 
 
-def test_legacy_rules_are_the_earlier_tensorflow_standardisation():
-  """Workdirs trained before the Keras rules deleted punctuation with TensorFlow string ops: the plain
-  Python rules that keep reading them must give the same words."""
-  import re
-  import string
-  tf = pytest.importorskip('tensorflow')
-  texts = ["Don't go: it's a WELL-made film.<br /><br/>École 10/10", 'ΣΑΣ\rx\xa0y\x0bz\x0cw\x1cv <BR\t/>end',
-           'tab\there\nnew  line<br>x', '']
-  punctuation = '[%s]' % re.escape(string.punctuation)
-  standardized = tf.strings.regex_replace(tf.strings.regex_replace(tf.strings.lower(tf.constant(texts)),
-                                                                   r'<br\s*/?>', ' '), punctuation, '')
-  expected = [[w.decode() for w in row] for row in tf.strings.split(standardized).to_list()]
-  assert [tokenizer.legacy_split_words(t) for t in texts] == expected
-  assert expected[0] == ['dont', 'go', 'its', 'a', 'wellmade', 'film', 'École', '1010']
-
-
 def test_same_ids_as_keras_legacy_tokenizer_on_real_imdb_reviews():
   try:
     from keras.src.legacy.preprocessing.text import Tokenizer as KerasTokenizer

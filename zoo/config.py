@@ -194,8 +194,10 @@ class Config:
 
   @classmethod
   def from_dict(cls, values: dict) -> 'Config':
-    """The Config `values` (config.json) describe; names it does not know are left out (fields of
-    earlier versions). Raises TypeError naming a value of the wrong type."""
+    """The Config `values` (config.json) describe; names it does not know are left out: a field that
+    releases of the same workdir format (`zoo.workdir.FORMAT_VERSION`) removed or added since, which
+    a change that keeps every workdir readable may do without bumping the format. Raises TypeError
+    naming a value of the wrong type."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, value in values.items():
       if name in fields and not _has_type(value, fields[name].type):

@@ -6,8 +6,8 @@ same jax.numpy code `zoo.load(workdir).predict` runs, so an exported model gives
 - Images: uint8 [N, H, W, C] at the training size; the scaling (`dataset.preprocess_on_device`) and
   any normalisation or test-time augmentation inside the model are in the graph.
 - Texts: the SavedModel takes raw strings and tokenizes them in the graph with TensorFlow string
-  ops that follow the workdir's rules (`tensorflow_tokenizer`: `zoo.data.tokenizer`'s Keras rules,
-  or the legacy ones of older workdirs) over its vocabulary; ONNX takes int32 token ids
+  ops that follow `zoo.data.tokenizer`'s Keras rules (`tensorflow_tokenizer`) over the workdir's
+  vocabulary; ONNX takes int32 token ids
   [N, max_length] and the vocabulary is written beside it (line i is the word of id i).
 - Output: float32 [N, classes] probabilities (two-class models: [1 - p, p] from the sigmoid).
   The batch dimension is dynamic.
@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import string
 import sys
 from pathlib import Path
 
@@ -329,7 +328,7 @@ def _save_module(tf, trained: inference.TrainedModel, converted, shape: tuple, d
       return {'probabilities': module.probabilities(images)}
     signatures = {'serving_default': serve}
   else:
-    module.tokenizer = tensorflow_tokenizer(trained.dataset.tokenizer(), trained.dataset.rules())
+    module.tokenizer = tensorflow_tokenizer(trained.dataset.tokenizer())
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='texts')])
     def serve(texts):
@@ -348,9 +347,9 @@ def _character_class(characters: str) -> str:
   return '[' + ''.join(escaped.get(c, c if c.isalnum() or c == ' ' else '\\' + c) for c in characters) + ']'
 
 
-def tensorflow_tokenizer(python_tokenizer: tokenizer_lib.Tokenizer, rules: str):
-  """`python_tokenizer` under `rules` ('keras' or 'legacy', `TextDataset.rules()`) as a tf.Module:
-  the class is defined here so that this module imports without TensorFlow."""
+def tensorflow_tokenizer(python_tokenizer: tokenizer_lib.Tokenizer):
+  """`python_tokenizer` as a tf.Module: the class is defined here so that this module imports
+  without TensorFlow."""
   from zoo.data import tensorflow_import
   tf = tensorflow_import.tensorflow()
 
@@ -358,9 +357,9 @@ def tensorflow_tokenizer(python_tokenizer: tokenizer_lib.Tokenizer, rules: str):
     """`zoo.data.tokenizer.Tokenizer` in TensorFlow string ops: texts string [N] -> int32 ids
     [N, max_length], the same ids for the same texts (a SavedModel holds no Python)."""
 
-    def __init__(self, python_tokenizer: tokenizer_lib.Tokenizer, rules: str):
+    def __init__(self, python_tokenizer: tokenizer_lib.Tokenizer):
       super().__init__()
-      self.max_length, self.rules = python_tokenizer.max_length, rules
+      self.max_length = python_tokenizer.max_length
       words = python_tokenizer.vocabulary
       first = tokenizer_lib.OUT_OF_VOCABULARY + 1
       self.table = tf.lookup.StaticHashTable(
@@ -369,17 +368,12 @@ def tensorflow_tokenizer(python_tokenizer: tokenizer_lib.Tokenizer, rules: str):
           default_value=tokenizer_lib.OUT_OF_VOCABULARY)
 
     def __call__(self, texts):
-      if self.rules == 'legacy':  # `legacy_split_words`: ASCII lower-casing, markup, punctuation, whitespace
-        texts = tf.strings.lower(texts)
-        texts = tf.strings.regex_replace(texts, '<br[\\t\\n\\f\\r ]*/?>', ' ')
-        texts = tf.strings.regex_replace(texts, _character_class(string.punctuation), '')
-        texts = tf.strings.regex_replace(texts, _character_class(' \t\n\v\f\r'), ' ')
-      else:  # `split_words`: Unicode lower-casing, each filter character a space
-        texts = tf.strings.lower(texts, encoding='utf-8')
-        texts = tf.strings.regex_replace(texts, _character_class(tokenizer_lib.FILTERS), ' ')
+      # `split_words`: Unicode lower-casing, each filter character a space
+      texts = tf.strings.lower(texts, encoding='utf-8')
+      texts = tf.strings.regex_replace(texts, _character_class(tokenizer_lib.FILTERS), ' ')
       words = tf.strings.split(texts, sep=' ')  # with a separator, empty strings are kept: dropped next
       words = tf.ragged.boolean_mask(words, tf.strings.length(words) > 0)
       ids = tf.ragged.map_flat_values(self.table.lookup, words[:, :self.max_length])
       return ids.to_tensor(default_value=tokenizer_lib.PADDING, shape=[None, self.max_length])
 
-  return Tokenizer(python_tokenizer, rules)
+  return Tokenizer(python_tokenizer)

@@ -122,10 +122,10 @@ def prediction_fields(class_names: Sequence[str], probabilities_row: np.ndarray)
   return fields
 
 
-def load(workdir, step: int | None = None, data_dir: str | None = None) -> TrainedModel:
+def load(workdir, step: int | None = None) -> TrainedModel:
   """The model trained in `workdir`, restored from checkpoint `step` (default: the newest
-  readable one). `data_dir` is only consulted for class names of a workdir that recorded none."""
-  opened = builder.open_workdir(workdir, data_dir)
+  readable one); the workdir alone is enough (no data is read)."""
+  opened = builder.open_workdir(workdir)
   config, description, dataset = opened.config, opened.description, opened.dataset
   model = builder.create_model(config, dataset.model_kwargs())
   step, tree = checkpoints.restore_arrays(workdir, step)

@@ -2,7 +2,7 @@
 
 ```
 <workdir>/
-  config.json          every Config field: the workdir describes itself
+  config.json          every Config field and the workdir's format version: the workdir describes itself
   dataset.json         class names and input format: what zoo.load needs besides the checkpoint
   vocabulary.txt       text datasets: the tokenizer's words, most frequent first
   init_from.json       fine-tuning runs: the source's path, checkpoint step and fingerprint
@@ -14,6 +14,11 @@
 Writes are atomic (a temporary file and a rename), so a kill or a full disk never leaves half a
 file, and only process 0 writes, except where a function says otherwise. A full disk stops the run
 with one line naming it (`full_disk_as_error`); what was written before stays.
+
+config.json records `FORMAT_VERSION` (as `FORMAT_KEY`), and a workdir is opened (resumed, evaluated,
+loaded, served, exported, fine-tuned from) only when it holds this zoo's version: what its files
+mean is then what this code writes, so no reader needs to guess what an earlier release wrote.
+`read_config` checks it, and every reader of a workdir starts there.
 """
 import contextlib
 import dataclasses
@@ -37,6 +42,11 @@ PLOT_FILE = 'history.png'
 TENSORBOARD_DIR = 'tensorboard'
 EVAL_FILE = 'eval.json'
 REPORT_DIR = 'report'
+
+# The workdir format this zoo writes and reads. A change to what any workdir file holds, or means,
+# that this code could not read from a workdir of the previous version bumps it.
+FORMAT_VERSION = 1
+FORMAT_KEY = 'workdir_format'  # config.json's field holding it (no Config field has this name)
 
 VOCABULARY_WAIT_SECONDS = 600  # far longer than learning a vocabulary from a text dataset's training split takes
 
@@ -107,15 +117,26 @@ def _read_json(path: Path, kind: type):
 # config.json
 
 def read_config(workdir) -> Optional[Config]:
-  """The recorded Config, or None when the workdir has none (a new run)."""
+  """The recorded Config, or None when the workdir has none (a new run). A workdir of another
+  format version (`_check_format`) is refused before anything else in it is read."""
   path = Path(workdir) / CONFIG_FILE
   if not path.exists():
     return None
   values = _read_json(path, dict)
+  _check_format(workdir, values.pop(FORMAT_KEY, None))
   try:
     return Config.from_dict(values)
   except TypeError as e:
     raise ZooError(f'{path} is not a readable config ({e}); restore it or use a new --workdir') from e
+
+
+def _check_format(workdir, found) -> None:
+  """A workdir whose config.json records no format version (written before versions were) or
+  another one was written by another release of the zoo, whose files this code does not read."""
+  if found != FORMAT_VERSION:
+    version = 'none' if found is None else json.dumps(found)
+    raise ZooError(f'{workdir} is a workdir of format {version} and this zoo reads format {FORMAT_VERSION}; '
+                   'train again in a new workdir, or use the zoo release that wrote it')
 
 
 def trained_config(workdir) -> Config:
@@ -149,10 +170,12 @@ def check_resumable(config: Config, workdir) -> None:
 
 
 def record_config(config: Config, workdir) -> None:
-  """Writes config.json unless the workdir has one (which must then match: `check_resumable`)."""
+  """Writes config.json, with this zoo's format version, unless the workdir has one (which must then
+  match: `check_resumable`)."""
   check_resumable(config, workdir)
   if read_config(workdir) is None:
-    _write_text(Path(workdir) / CONFIG_FILE, config.to_json() + '\n')
+    values = {**dataclasses.asdict(config), FORMAT_KEY: FORMAT_VERSION}
+    _write_text(Path(workdir) / CONFIG_FILE, json.dumps(values, indent=2, sort_keys=True) + '\n')
 
 
 # dataset.json

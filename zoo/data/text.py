@@ -11,8 +11,6 @@ its end to `--max_length` ids. The vocabulary is learned from `--train_split` on
 A fine-tuning run (`tokenizer_from`: the source workdir) learns none: it reads texts with the
 source's vocabulary and rules, so that each copied embedding row or n-gram bucket still belongs to
 the word it was trained on, and keeps them in its own workdir like a learned one.
-A workdir whose dataset.json names no `tokenizer` was trained with the earlier rules (punctuation
-deleted: "dont", "wellmade") and keeps them, so its model reads texts as it learned to.
 """
 import logging
 import time
@@ -30,14 +28,10 @@ from zoo.errors import ZooError
 
 log = logging.getLogger('zoo')
 
-RULES = 'keras'  # dataset.json's `inputs.tokenizer`: the Keras rules; absent in workdirs of the earlier ones
-PREPROCESSING = {
-    'keras': "lower-cased; each of !\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~, tab and newline replaced by a space "
-             "(Keras' Tokenizer filters); split on spaces; word ids by training-split frequency (0 padding, "
-             "1 out of vocabulary), post-padded or truncated to max_length",
-    'legacy': 'lowercased; <br /> markup and punctuation removed; split on whitespace; word ids (0 padding, '
-              '1 out of vocabulary) post-padded or truncated to max_length'}
-SPLIT_WORDS = {'keras': tokenizer_lib.split_words, 'legacy': tokenizer_lib.legacy_split_words}
+RULES = 'keras'  # dataset.json's `inputs.tokenizer`: the Keras rules (`tokenizer.py`)
+PREPROCESSING = ("lower-cased; each of !\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~, tab and newline replaced by a space "
+                 "(Keras' Tokenizer filters); split on spaces; word ids by training-split frequency (0 padding, "
+                 "1 out of vocabulary), post-padded or truncated to max_length")
 
 
 def decode(texts) -> list[str]:
@@ -70,16 +64,6 @@ class TextDataset:
   def model_kwargs(self) -> dict:
     return {'vocab_size': self.vocab_size, 'num_classes': 1 if len(self.class_names) == 2 else len(self.class_names)}
 
-  def rules(self) -> str:
-    """'keras', or 'legacy' for a workdir whose dataset.json was written before the Keras rules; a
-    new workdir takes those of `tokenizer_from`."""
-    for workdir in (self.workdir, self.tokenizer_from):
-      description = workdir_lib.read_description(workdir) if workdir is not None else None
-      if description is not None:
-        inputs = description.get('inputs', {})
-        return 'legacy' if inputs.get('kind') == 'text' and 'tokenizer' not in inputs else RULES
-    return RULES
-
   def _given_vocabulary(self):
     """The workdir's own vocabulary, else that of `tokenizer_from`, else None (to be learned).
 
@@ -104,18 +88,15 @@ class TextDataset:
     training split (`_given_vocabulary`)."""
     if self._tokenizer is None:
       vocabulary = self._given_vocabulary()
-      split_words = SPLIT_WORDS[self.rules()]
       if vocabulary is None:
         start = time.perf_counter()
-        vocabulary = tokenizer_lib.learn_vocabulary(decode(self.texts(self.train_split)), self.vocab_size,
-                                                    split_words)
+        vocabulary = tokenizer_lib.learn_vocabulary(decode(self.texts(self.train_split)), self.vocab_size)
         log.info('Learned a vocabulary of %d words from %s in %.1f s', len(vocabulary), self.train_split,
                  time.perf_counter() - start)
         if self.workdir is not None:
           workdir_lib.write_vocabulary(self.workdir, vocabulary)
       try:  # ids past --vocab_size would index beyond the embedding: a longer file is cut
-        self._tokenizer = tokenizer_lib.Tokenizer(vocabulary[:self.vocab_size - 2], self.max_length,
-                                                  split_words)
+        self._tokenizer = tokenizer_lib.Tokenizer(vocabulary[:self.vocab_size - 2], self.max_length)
       except ValueError as e:
         raise ZooError(f'{workdir_lib.vocabulary_path(self.workdir)} is not a vocabulary ({e}); restore the '
                        'file the model was trained with, or train in a new --workdir') from None
@@ -131,12 +112,10 @@ class TextDataset:
 
   def describe(self) -> dict:
     """What a trained model needs to be used without this code's data: kept in the workdir."""
-    rules = self.rules()
     return {'dataset': self.name, 'source': self.source, 'class_names': self.class_names,
             'info': self.info.to_json(),
             'inputs': {'kind': 'text', 'vocabulary': workdir_lib.VOCABULARY_FILE, 'vocab_size': self.vocab_size,
-                       'max_length': self.max_length, 'preprocessing': PREPROCESSING[rules],
-                       **({'tokenizer': rules} if rules != 'legacy' else {})}}
+                       'max_length': self.max_length, 'preprocessing': PREPROCESSING, 'tokenizer': RULES}}
 
   def encode(self, texts: list[str]) -> np.ndarray:
     """Raw texts -> model inputs, for predict."""

@@ -18,8 +18,7 @@ the text models' preprocessing importable without TensorFlow.
 """
 import collections
 import re
-import string
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -37,36 +36,20 @@ def split_words(text: str) -> list[str]:
   return [word for word in text.split(' ') if word]
 
 
-def learn_vocabulary(texts: Iterable[str], vocab_size: int | None = None,
-                     split: Callable[[str], list[str]] = split_words) -> list[str]:
+def learn_vocabulary(texts: Iterable[str], vocab_size: int | None = None) -> list[str]:
   """The words of `texts`, most frequent first (ties: first occurrence first), the first
   `vocab_size - 2` of them (all without `vocab_size`): Keras' `word_index` order."""
   counts = collections.Counter()  # insertion-ordered, so ties keep their first occurrence's order
   for text in texts:
-    counts.update(split(text))
+    counts.update(split_words(text))
   return [word for word, _ in counts.most_common(None if vocab_size is None else max(vocab_size - 2, 0))]
-
-
-# The rules of workdirs trained before this module (TensorFlow string ops on UTF-8 bytes), kept so that
-# their models read texts as they were trained to: ASCII letters lower-cased, `<br />` replaced by a
-# space (RE2's `\s` is [\t\n\f\r ]), ASCII punctuation deleted ("don't" -> "dont", "well-made" ->
-# "wellmade"), split on ASCII whitespace.
-_LEGACY_MARKUP = re.compile(rb'<br[\t\n\f\r ]*/?>')
-_ASCII_PUNCTUATION = string.punctuation.encode()
-
-
-def legacy_split_words(text: str) -> list[str]:
-  """The words a workdir trained before the Keras rules learned its vocabulary with."""
-  data = _LEGACY_MARKUP.sub(b' ', text.encode('utf-8').lower()).translate(None, _ASCII_PUNCTUATION)
-  return [word.decode('utf-8') for word in data.split()]  # bytes.split(): ASCII whitespace only
 
 
 class Tokenizer:
   """Texts -> int32 ids [N, max_length] over a fixed vocabulary (words, most frequent first)."""
 
-  def __init__(self, vocabulary: Sequence[str], max_length: int,
-               split: Callable[[str], list[str]] = split_words):
-    self.vocabulary, self.max_length, self.split = list(vocabulary), max_length, split
+  def __init__(self, vocabulary: Sequence[str], max_length: int):
+    self.vocabulary, self.max_length = list(vocabulary), max_length
     first = OUT_OF_VOCABULARY + 1
     self._ids = {word: first + i for i, word in enumerate(self.vocabulary)}
     if len(self._ids) != len(self.vocabulary):
@@ -78,6 +61,6 @@ class Tokenizer:
     ids = np.zeros((len(texts), self.max_length), np.int32)  # PADDING after each text's words
     lookup = self._ids.get
     for row, text in zip(ids, texts):
-      words = self.split(text)[:self.max_length]  # every word gets an id (OOV included): cut first
+      words = split_words(text)[:self.max_length]  # every word gets an id (OOV included): cut first
       row[:len(words)] = [lookup(word, OUT_OF_VOCABULARY) for word in words]
     return ids

@@ -7,7 +7,6 @@ included), and a model is created the same way wherever it is restored.
 """
 import dataclasses
 import functools
-import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,9 +22,6 @@ from zoo.data.sources import DatasetInfo
 from zoo.errors import ZooError
 from zoo.training import steps
 from zoo.training.optimizers import create_optimizer, treatments_for
-
-
-log = logging.getLogger('zoo')
 
 
 def create_model(config: Config, model_kwargs: dict):
@@ -148,25 +144,18 @@ class OpenedWorkdir:
 def open_workdir(workdir, data_dir: str | None = None, **overrides) -> OpenedWorkdir:
   """Opens a trained workdir from what it recorded, as evaluation and `zoo.load` both do: the
   config (with `overrides`), and the dataset as dataset.json describes it, so that no data needs to
-  be reachable to build its model. `data_dir` is only consulted for the class names of a workdir
-  that recorded none (trained before dataset.json was written)."""
+  be reachable to build its model. `data_dir` is where the dataset reads its splits (evaluation);
+  loading a model reads none."""
   workdir = Path(workdir)
   config = dataclasses.replace(workdir_lib.trained_config(workdir), **overrides)
-  description = workdir_lib.read_description(workdir) or _description_from_metadata(workdir, config, data_dir)
+  description = workdir_lib.read_description(workdir)
+  if description is None:
+    raise ZooError(f'{workdir} has no {workdir_lib.DESCRIPTION_FILE}: the class names and input format of its '
+                   'model are not recorded; rerun its training command (which writes it), or train again in a '
+                   'new workdir')
   info = DatasetInfo.from_json(description['info']) if 'info' in description else None
   dataset = open_dataset(config, data_dir, workdir, info=info)
   if description['inputs']['kind'] == 'text' and workdir_lib.read_vocabulary(workdir) is None:
     raise ZooError(f'{workdir} has no {workdir_lib.VOCABULARY_FILE}: the vocabulary the model was '
                    'trained with is lost; train again in a new workdir')
   return OpenedWorkdir(config, description, dataset)
-
-
-def _description_from_metadata(workdir: Path, config: Config, data_dir) -> dict:
-  """The dataset's description from TFDS's metadata, with numbered class names where it has none."""
-  description = open_dataset(config, data_dir, workdir).describe()
-  names = description['class_names']
-  if all(name == str(i) for i, name in enumerate(names)):
-    log.warning('%s has no %s and TFDS gives no class names here: classes are numbered 0..%d; pass '
-                'data_dir= (--data_dir) holding the prepared %s to name them', workdir,
-                workdir_lib.DESCRIPTION_FILE, len(names) - 1, config.data_name)
-  return description
