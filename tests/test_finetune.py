@@ -3,6 +3,7 @@ arrays, BatchNorm statistics included), what is new, what stays frozen, a text s
 a resume without the source, and one line, with nothing written, when the architectures do not fit."""
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -106,6 +107,20 @@ def test_a_resume_never_reads_the_source_again(finetuned, tmp_path):
     history = loop.train_and_evaluate(dataclasses.replace(recorded, init_from=elsewhere), finetuned)
     assert [entry['epoch'] for entry in history] == [1]
   assert workdir_lib.read_config(finetuned).init_from == recorded.init_from  # the record is kept as it was
+
+
+def test_a_fine_tune_stopped_before_its_checkpoint_0_starts_again_from_the_recorded_source(finetuned, tmp_path):
+  """init_from.json is written before checkpoint 0: a restart reads it and compares the source."""
+  restarted = tmp_path / 'restarted'
+  shutil.copytree(finetuned, restarted)
+  shutil.rmtree(restarted / 'checkpoints')
+  history = loop.train_and_evaluate(workdir_lib.read_config(restarted), restarted)
+  assert [entry['epoch'] for entry in history] == [1]
+  record = json.loads((restarted / 'init_from.json').read_text())
+  (restarted / 'init_from.json').write_text(json.dumps(dict(record, sha256='0' * 64)))
+  shutil.rmtree(restarted / 'checkpoints')
+  with pytest.raises(ZooError, match='is not the start .* recorded'):
+    loop.train_and_evaluate(workdir_lib.read_config(restarted), restarted)
 
 
 def test_a_workdir_trained_from_scratch_does_not_resume_as_a_fine_tune(source):

@@ -195,12 +195,12 @@ class _Fine(nn.Module):
 def test_registering_a_model_that_breaks_the_contract_names_the_broken_part(change, problem):
   broken = type('Broken', (_Fine,), dict(change))
   if problem is None:
-    models.register('fine_for_a_test', broken)
+    models.register('fine_for_a_test')(broken)
     models.MODELS.pop('fine_for_a_test')
     return
   with pytest.raises(TypeError, match=r"model 'broken' \(Broken\) breaks the model contract "
                                       r'\(zoo/models/contract.py\): ' + problem):
-    models.register('broken', broken)
+    models.register('broken')(broken)
   assert 'broken' not in models.MODELS
 
 

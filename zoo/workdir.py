@@ -221,7 +221,7 @@ def write_vocabulary(workdir, words: list[str]) -> None:
 
 def read_init_from(workdir) -> Optional[dict]:
   path = Path(workdir) / INIT_FROM_FILE
-  return _read_json(path) if path.exists() else None
+  return _read_json(path, dict) if path.exists() else None
 
 
 def write_init_from(workdir, record: dict) -> None:

@@ -1,34 +1,25 @@
-"""The model registry: the names `--model` accepts, each a pure Linen module class.
+"""The model registry: the names `--model` accepts, each a pure Linen module class registered by
+its own module (`registry.register`).
 
 Every entry takes its output size as `num_classes` (plus whatever the dataset dictates, such as
 `vocab_size` for text) and follows one calling convention: `apply(variables, inputs, train=...)`.
 """
+import importlib
+import pkgutil
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.models import contract
-from zoo.models.airbench import AirbenchNet
-from zoo.models.cnn import ResNet, SimpleCNN
-from zoo.models.lstm import BiLSTMClassifier, LSTMClassifier
 from zoo.errors import ZooError
-from zoo.models.mlp import MLP
-from zoo.models.ngram import NgramClassifier
+from zoo.models import contract
+from zoo.models.registry import MODELS, register
 
-MODELS = {}
-
-
-def register(name: str, model_class) -> None:
-  """Adds `model_class` to the registry as `--model=name`, after checking the model contract
-  (`contract.py`): a class that breaks it fails here, with the broken part named."""
-  contract.check(name, model_class)
-  MODELS[name] = model_class
-
-
-for _name, _class in (('simple_cnn', SimpleCNN), ('resnet20', ResNet), ('airbench', AirbenchNet), ('mlp', MLP),
-                      ('lstm', LSTMClassifier), ('bilstm', BiLSTMClassifier), ('ngram', NgramClassifier)):
-  register(_name, _class)
+# Every module of this package is imported, and each registers its models itself (`@register`):
+# adding a model is its own file, touching no list here.
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+  importlib.import_module(f'{__name__}.{_module.name}')
 
 
 def contract_of(name_or_model) -> contract.Contract:

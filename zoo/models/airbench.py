@@ -28,6 +28,7 @@ import numpy as np
 
 from zoo.models.cnn import Conv, max_pool_2x2
 from zoo.models.contract import setting
+from zoo.models.registry import register
 
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
@@ -84,6 +85,7 @@ class ConvGroup(nn.Module):
     return nn.gelu(norm()(conv()(x)), approximate=False)
 
 
+@register('airbench')
 class AirbenchNet(nn.Module):
   input_kind = 'image'  # any channel count
   min_image_size = 9  # the 2x2 whitening conv, then three 2x2 poolings

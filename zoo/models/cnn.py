@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from zoo.models.contract import setting
+from zoo.models.registry import register
 
 # Keras initialises kernels with glorot_uniform and biases with zeros; using the same initialiser
 # keeps the seed recipe's training dynamics (and its accuracy) those of the seed.
@@ -72,6 +73,7 @@ def max_pool_2x2(x):
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+@register('simple_cnn')
 class SimpleCNN(nn.Module):
   """The seed's Keras CNN, layer for layer: Conv32-pool-Conv64-pool-Conv64-Dense64-Dense10.
 
@@ -117,6 +119,7 @@ class ResidualBlock(nn.Module):
     return nn.relu(x + y)
 
 
+@register('resnet20')
 class ResNet(nn.Module):
   """CIFAR ResNet (He et al. 2016, section 4.2): 6n+2 layers in three stages of widths w, 2w, 4w.
 

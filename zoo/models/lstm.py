@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from zoo.models.contract import setting
+from zoo.models.registry import register
 from zoo.models.dropout import ExampleDropout
 
 PAD_ID = 0
@@ -19,6 +20,7 @@ def sequence_lengths(tokens):
   return jnp.sum(tokens != PAD_ID, axis=-1)
 
 
+@register('lstm')
 class LSTMClassifier(nn.Module):
   """The seed's network: Embedding(vocab, 16) -> LSTM(32) -> Dense(1)."""
   vocab_size: int
@@ -36,6 +38,7 @@ class LSTMClassifier(nn.Module):
     return nn.Dense(self.num_classes)(final_hidden)
 
 
+@register('bilstm')
 class BiLSTMClassifier(nn.Module):
   """Embedding -> dropout -> bidirectional LSTM -> masked mean+max pooling over time -> Dense(1).
 

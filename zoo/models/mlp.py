@@ -4,9 +4,11 @@ from typing import Optional
 import flax.linen as nn
 
 from zoo.models.contract import setting
+from zoo.models.registry import register
 from zoo.models.dropout import ExampleDropout
 
 
+@register('mlp')
 class MLP(nn.Module):
   """Dense-ReLU layers of `hidden_sizes`, dropout between them, then a linear classifier."""
   num_classes: int = 10

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.models.contract import setting
+from zoo.models.registry import register
 
 PAD_ID = 0
 # One 32-bit offset per n-gram order, so that a bigram and a unigram land in unrelated buckets.
@@ -104,6 +105,7 @@ def log_prior_ratios(labels: np.ndarray, num_labels: int) -> np.ndarray:
   return (prior[1:] if num_labels == 2 else prior).astype(np.float32)
 
 
+@register('ngram')
 class NgramClassifier(nn.Module):
   """NB-weighted bag of hashed 1- to `max_n`-grams -> trainable linear layer (module docstring)."""
   vocab_size: int
