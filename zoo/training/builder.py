@@ -99,17 +99,12 @@ class Program:
     return steps.make_train_loop(self.mesh, preprocess_on_device, self.config.label_smoothing, self.lookahead)
 
   @functools.cached_property
-  def eval_step(self):
-    return steps.make_eval_step(self.mesh)
-
-  def eval_loop(self, preprocess_on_device):
-    return steps.make_eval_loop(self.mesh, preprocess_on_device)
-
-  @functools.cached_property
   def logits_step(self):
+    """(state, global inputs) -> float32 logits: evaluation, one batch from the host per call."""
     return steps.make_logits_step(self.mesh)
 
   def logits_loop(self, preprocess_on_device):
+    """Every eval batch's logits in one call, on a split held on the devices (`steps.make_logits_loop`)."""
     return steps.make_logits_loop(self.mesh, preprocess_on_device)
 
 
