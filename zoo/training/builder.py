@@ -43,7 +43,6 @@ class Program:
   sample: np.ndarray
   steps_per_epoch: int
   mesh: jax.sharding.Mesh
-  axis_name: Optional[str] = steps.AXIS
 
   @functools.cached_property
   def head(self) -> str:
@@ -79,7 +78,7 @@ class Program:
     n-gram model's Naive Bayes ratios) get it from `init_inputs` (preprocessed training inputs) and
     `init_labels`; restoring a checkpoint overrides it."""
     state = steps.create_train_state(self.model, self.optimizer, self.sample, jax.random.key(self.config.seed),
-                                     self.mesh, self.config.lookahead, axis_name=self.axis_name)
+                                     self.mesh, self.config.lookahead)
     if init_inputs is None or not hasattr(self.model, 'init_from_data'):
       return state
     params = self.model.init_from_data(jax.device_get(state.params), init_inputs, init_labels)
@@ -108,11 +107,9 @@ class Program:
     return steps.make_logits_loop(self.mesh, preprocess_on_device)
 
 
-def build(config: Config, model_kwargs: dict, sample: np.ndarray, steps_per_epoch: int, mesh,
-          axis_name: Optional[str] = steps.AXIS) -> Program:
+def build(config: Config, model_kwargs: dict, sample: np.ndarray, steps_per_epoch: int, mesh) -> Program:
   """The Program of `config` for a dataset with `model_kwargs`; `sample`: preprocessed inputs."""
-  return Program(config, create_model(config, model_kwargs), np.asarray(sample[:1]), steps_per_epoch, mesh,
-                 axis_name)
+  return Program(config, create_model(config, model_kwargs), np.asarray(sample[:1]), steps_per_epoch, mesh)
 
 
 @dataclasses.dataclass(frozen=True)

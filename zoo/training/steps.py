@@ -72,28 +72,26 @@ def to_global_batch(local_batch, mesh):
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
 
-def on_axis(model, axis_name: Optional[str] = AXIS):
+def on_axis(model):
   """`model` as the train step runs it: with `axis_name` set on models that have the field, so
   that BatchNorm normalises with the statistics of the global batch and dropout draws each
   example's mask from its global index, and N devices train as one device with the whole batch.
 
   Only the step's `apply_fn` uses it; the model a user gets, its variables and the checkpoints are
-  those of the plain model (an axis name adds no variable). `axis_name=None` gives the plain model:
-  each device's own statistics, as the benchmark's comparison measures."""
-  if axis_name is not None and 'axis_name' in getattr(model, '__dataclass_fields__', {}):
-    return model.clone(axis_name=axis_name)
+  those of the plain model (an axis name adds no variable)."""
+  if 'axis_name' in getattr(model, '__dataclass_fields__', {}):
+    return model.clone(axis_name=AXIS)
   return model
 
 
-def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = False,
-                       axis_name: Optional[str] = AXIS) -> TrainState:
+def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = False) -> TrainState:
   """Initialises parameters replicated on `mesh`; `sample_inputs` fixes shapes only. The state's
-  `apply_fn` runs `model` over the mesh axis `axis_name` (`on_axis`)."""
+  `apply_fn` runs `model` over the `data` axis (`on_axis`)."""
   def init():
     variables = model.init({'params': rng, 'dropout': rng}, jnp.asarray(sample_inputs), train=False)
     batch_stats = variables.get('batch_stats', flax.core.FrozenDict())
     average = {'params': variables['params'], 'batch_stats': batch_stats} if lookahead else None
-    return TrainState.create(apply_fn=on_axis(model, axis_name).apply, params=variables['params'], tx=tx,
+    return TrainState.create(apply_fn=on_axis(model).apply, params=variables['params'], tx=tx,
                              batch_stats=batch_stats, lookahead=jax.tree.map(jnp.copy, average))
   # The init runs once, so it is compiled without LLVM optimisation: XLA:CPU spends seconds optimising
   # threefry initialisers for the same values (measured in docs/performance.md).
@@ -168,7 +166,7 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
   # variance over the devices, so every device computed the same running statistics and this mean
   # changes them by at most a last bit (a sum of N equal values, divided by N). It is kept: it costs one
   # all-reduce of a few KB per step and keeps the state replicated for a model whose BatchNorm is
-  # not synchronised (a module without `axis_name`, or `axis_name=None` in the benchmark).
+  # not synchronised (a module without `axis_name`, or the plain model the benchmark compares with).
   batch_stats = lax.pmean(updates['batch_stats'], AXIS) if state.batch_stats else state.batch_stats
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if lookahead is not None:
