@@ -84,7 +84,8 @@ def main(argv):
     timers = {'step_seconds': time_step}
     if FLAGS.compare_batch_norm_sync and info['batch_norm']:
       _, timers['unsynced_step_seconds'] = benchmarking.train_step_timer(
-          config, synthetic_batch(shape, dtype, batch_size, kwargs), kwargs, num_steps=FLAGS.steps, axis_name=None)
+          config, synthetic_batch(shape, dtype, batch_size, kwargs), kwargs, num_steps=FLAGS.steps,
+          batch_norm_sync=False)
     if config.dataset == 'cifar10' and FLAGS.data_dir:
       from zoo.data import open_dataset
       data = open_dataset(config, FLAGS.data_dir, None)

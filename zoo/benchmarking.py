@@ -43,19 +43,24 @@ def _timed(run_steps, num_steps: int) -> float:
 
 
 def train_step_timer(config: Config, batch: dict, model_kwargs: dict, *, num_steps: int = 30,
-                     axis_name: str | None = steps.AXIS):
+                     batch_norm_sync: bool = True):
   """Compile time and FLOPs of the train step that training runs for `config` (built by
   `builder.build`), and a function that times it (seconds per step, steps dispatched back to back as
   the training loop does) on one batch already on the devices: the baseline the input pipelines are
   measured against.
 
-  `axis_name=None` times the step as it was before BatchNorm was synchronised: each device
-  normalises with its own rows' statistics (`steps.on_axis`); `info['batch_norm']` says whether
-  the model has BatchNorm at all."""
+  `batch_norm_sync=False` times the same step with the plain model as the state's `apply_fn`
+  (`program.model`, no `axis_name`): each device normalises with its own rows' statistics, as
+  before BatchNorm was synchronised, so that `--compare_batch_norm_sync` measures what
+  synchronising costs without the training code offering an unsynchronised mode;
+  `info['batch_norm']` says whether the model has BatchNorm at all."""
   mesh = steps.data_mesh()
-  program = builder.build(config, model_kwargs, batch['inputs'], NOMINAL_STEPS_PER_EPOCH, mesh, axis_name)
+  program = builder.build(config, model_kwargs, batch['inputs'], NOMINAL_STEPS_PER_EPOCH, mesh)
   train_step = program.train_step
-  carry = [program.init_state(), steps.zero_metrics(mesh)]
+  state = program.init_state()
+  if not batch_norm_sync:  # a static field of the state: the step is traced again with this model
+    state = state.replace(apply_fn=program.model.apply)
+  carry = [state, steps.zero_metrics(mesh)]
   global_batch = steps.to_global_batch(batch, mesh)
   rng = jax.random.key(0)
   start = time.perf_counter()

@@ -48,7 +48,6 @@ class Program:
   sample: np.ndarray
   steps_per_epoch: int
   mesh: jax.sharding.Mesh
-  axis_name: Optional[str] = steps.AXIS
 
   @functools.cached_property
   def head(self) -> str:
@@ -91,7 +90,7 @@ class Program:
     n-gram model's Naive Bayes ratios) get it from `init_inputs` (preprocessed training inputs) and
     `init_labels`; restoring a checkpoint overrides it."""
     state = steps.create_train_state(self.model, self.optimizer, self.sample, jax.random.key(self.config.seed),
-                                     self.mesh, self.config.lookahead, axis_name=self.axis_name)
+                                     self.mesh, self.config.lookahead)
     if init_inputs is None or models.contract_of(self.model).init_from_data is None:
       return state
     params = self.model.init_from_data(jax.device_get(state.params), init_inputs, init_labels)
@@ -111,25 +110,18 @@ class Program:
     return steps.make_train_loop(self.mesh, preprocess_on_device, self.config.label_smoothing, self.lookahead)
 
   @functools.cached_property
-  def eval_step(self):
-    return steps.make_eval_step(self.mesh)
-
-  def eval_loop(self, preprocess_on_device):
-    return steps.make_eval_loop(self.mesh, preprocess_on_device)
-
-  @functools.cached_property
   def logits_step(self):
+    """(state, global inputs) -> float32 logits: evaluation, one batch from the host per call."""
     return steps.make_logits_step(self.mesh)
 
   def logits_loop(self, preprocess_on_device):
+    """Every eval batch's logits in one call, on a split held on the devices (`steps.make_logits_loop`)."""
     return steps.make_logits_loop(self.mesh, preprocess_on_device)
 
 
-def build(config: Config, model_kwargs: dict, sample: np.ndarray, steps_per_epoch: int, mesh,
-          axis_name: Optional[str] = steps.AXIS) -> Program:
+def build(config: Config, model_kwargs: dict, sample: np.ndarray, steps_per_epoch: int, mesh) -> Program:
   """The Program of `config` for a dataset with `model_kwargs`; `sample`: preprocessed inputs."""
-  return Program(config, create_model(config, model_kwargs), np.asarray(sample[:1]), steps_per_epoch, mesh,
-                 axis_name)
+  return Program(config, create_model(config, model_kwargs), np.asarray(sample[:1]), steps_per_epoch, mesh)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,13 @@
-"""How training batches reach the step: two feeds with one interface and the same results.
+"""How training and evaluation batches reach the steps: two feeds with one interface and the same results.
 
 `HostFeed` streams this process's rows of every global batch through tf.data and dispatches one
 step per batch: it serves any split. `DeviceFeed` puts the whole split on every device once (CIFAR-10
 is 150 MB as uint8) and runs up to `steps_per_dispatch` steps per jitted call, each gathering and
 augmenting its batch on the device. Both follow `pipeline.epoch_plan`, so a run may switch feeds,
 device counts or process counts between resumes and still see the same batches.
+
+Evaluation feeds alike: `HostEval` dispatches the logits step per tf.data batch, `DeviceEval` runs
+the logits loop over the split held on the devices; both return every example's logits.
 
 Feeds deliver batches: the steps they run come built from `builder.Program`, and of the config they
 read only what says how batches are made and dispatched (batch sizes, seed, pipeline, steps per call).
@@ -109,51 +112,37 @@ class HostEval:
 
   def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
     self.config, self.dataset, self.split, self.mesh = config, dataset, split, program.mesh
-    self._program = program
-
-  def _batches(self):
-    return pipeline.eval_batches(self.split, self.dataset.preprocess, global_batch=self.config.eval_batch_size,
-                                 process=_process_slice())
-
-  def __call__(self, state) -> dict:
-    sums = steps.zero_metrics(self.mesh)
-    for local_batch in self._batches():
-      batch_sums = self._program.eval_step(state, steps.to_global_batch(local_batch, self.mesh))
-      sums = jax.tree.map(lambda a, b: a + b, sums, batch_sums)
-    return sums
+    self._step = program.logits_step
 
   def logits(self, state) -> np.ndarray:
     """Every example's logits, float32 [N, outputs], in the split's order, on every process."""
-    batches = [self._program.logits_step(state, steps.to_global_batch(local_batch, self.mesh))
-               for local_batch in self._batches()]
-    return np.concatenate([_host_logits(b, len(b)) for b in batches])[:self.split.num_examples]
+    batches = pipeline.eval_batches(self.split, self.dataset.preprocess, global_batch=self.config.eval_batch_size,
+                                    process=_process_slice())
+    logits = [self._step(state, steps.to_global_batch(batch['inputs'], self.mesh)) for batch in batches]
+    return np.concatenate([_host_logits(b, len(b)) for b in logits])[:self.split.num_examples]
 
 
 class DeviceEval:
-  """The evaluation split held on the devices, evaluated in one call."""
+  """The evaluation split held on the devices, every batch's logits in one call."""
 
   def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
     mesh = program.mesh
-    replicated = steps.replicated(mesh)
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
-    indices, mask = pipeline.eval_plan(split.num_examples, config.eval_batch_size)
-    self._args = (steps.put_global(split.inputs, replicated), steps.put_global(split.labels, replicated),
-                  steps.put_global(indices, sharding), steps.put_global(mask, sharding))
+    indices, _ = pipeline.eval_plan(split.num_examples, config.eval_batch_size)
+    self._inputs = steps.put_global(split.inputs, steps.replicated(mesh))
+    self._indices = steps.put_global(indices, sharding)
     self.num_examples = split.num_examples
-    self._sums_loop = program.eval_loop(dataset.preprocess_on_device)  # compiled on first use
-    self._logits_loop = program.logits_loop(dataset.preprocess_on_device)
-
-  def __call__(self, state) -> dict:
-    return self._sums_loop(state, *self._args)
+    self._loop = program.logits_loop(dataset.preprocess_on_device)  # compiled on first use
 
   def logits(self, state) -> np.ndarray:
-    """Every example's logits, float32 [N, outputs], in the split's order, on every process."""
-    inputs, _, indices, _ = self._args
-    return _host_logits(self._logits_loop(state, inputs, indices), self.num_examples)
+    """Every example's logits, float32 [N, outputs], in the split's order, on every process (the
+    padding rows of the last batch dropped)."""
+    return _host_logits(self._loop(state, self._inputs, self._indices), self.num_examples)
 
 
 def create_eval(config, program, dataset, split: pipeline.ArraySplit):
-  """Evaluates every example of `split` exactly once: `evaluator(state)` -> summed loss, correct and
-  count (training's per-epoch evaluation), `evaluator.logits(state)` -> every example's logits."""
+  """The eval feed `--input_pipeline` asks for (`auto`: `choose`): `evaluator.logits(state)` gives
+  every example of `split` exactly once; the feeds differ only in where the batches come from, and
+  each epoch's loss and accuracy and `--mode=eval`'s are computed from these logits alike."""
   evaluator = DeviceEval if choose(config, dataset, split) == 'device' else HostEval
   return evaluator(config, program, dataset, split)

@@ -44,6 +44,14 @@ def _summarise(sums: dict) -> dict:
           'num_examples': int(sums['count'])}
 
 
+def _evaluation(logits: np.ndarray, labels: np.ndarray) -> dict:
+  """Loss, accuracy and example count of every example's logits: the one computation behind each
+  epoch's eval_loss/eval_accuracy and `--mode=eval`'s loss/accuracy, so the two agree. The loss is
+  training's (`steps.classification_sums`) without label smoothing: the model's plain cross-entropy,
+  comparable across runs whatever `--label_smoothing` they trained with."""
+  return _summarise(steps.classification_sums(logits, labels, np.ones(len(labels), np.float32)))
+
+
 def _next_multiple(step: int, every: int) -> int:
   """The first multiple of `every` after `step` (no bound when `every` is 0)."""
   return (step // every + 1) * every if every > 0 else 1 << 62
@@ -153,7 +161,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
   total_steps = config.epochs * steps_per_epoch
   rng = jax.random.key(config.seed)
   feed = feeds.create(config, program, dataset, train_split)
-  evaluate_split = feeds.create_eval(config, program, dataset, eval_split)
+  evaluator = feeds.create_eval(config, program, dataset, eval_split)
   tensorboard = progress.TensorBoard(workdir, enabled=_is_chief() and config.tensorboard)
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
            'input pipeline: %s', config.model, config.data_name, config.epochs, steps_per_epoch,
@@ -193,7 +201,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
     # Evaluate.
     evaluation = None
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
-      evaluation = _summarise(evaluate_split(state))
+      evaluation = _evaluation(evaluator.logits(state), eval_split.labels)
     # Report.
     entry = _history_entry(epoch, step, train, evaluation, time.perf_counter() - epoch_start, train_seconds,
                            steps_per_epoch - first_step, config, feed.flops_per_step)
@@ -253,7 +261,7 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
   start = time.perf_counter()
   logits = feeds.create_eval(config, program, dataset, eval_split).logits(state)
   labels = eval_split.labels
-  sums = _summarise(steps.classification_sums(logits, labels, np.ones(len(labels), np.float32)))
+  sums = _evaluation(logits, labels)
   probabilities = models.probabilities(logits)
   class_names = list(opened.description['class_names'])
   result = {'split': config.eval_split, 'step': int(state.step), 'num_examples': len(labels),

@@ -1,4 +1,4 @@
-"""The data-parallel train and eval steps: a per-device function under `jax.shard_map` over a
+"""The data-parallel train and logits steps: a per-device function under `jax.shard_map` over a
 `data` mesh axis, combined with `lax.pmean`/`lax.psum` and compiled with `jax.jit`.
 
 This is what `jax.pmap` itself is built on since JAX 0.8, written out: parameters are replicated
@@ -66,34 +66,32 @@ def batch_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(AXIS))
 
 
-def to_global_batch(local_batch: dict, mesh) -> dict:
-  """This process's numpy rows -> one global array per key, sharded over the `data` axis."""
+def to_global_batch(local_batch, mesh):
+  """This process's numpy rows (an array or a dict of them) -> global arrays sharded over `data`."""
   sharding = batch_sharded(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
 
-def on_axis(model, axis_name: Optional[str] = AXIS):
+def on_axis(model):
   """`model` as the train step runs it: with `axis_name` set on models that have the field, so
   that BatchNorm normalises with the statistics of the global batch and dropout draws each
   example's mask from its global index, and N devices train as one device with the whole batch.
 
   Only the step's `apply_fn` uses it; the model a user gets, its variables and the checkpoints are
-  those of the plain model (an axis name adds no variable). `axis_name=None` gives the plain model:
-  each device's own statistics, as the benchmark's comparison measures."""
-  if axis_name is not None and 'axis_name' in getattr(model, '__dataclass_fields__', {}):
-    return model.clone(axis_name=axis_name)
+  those of the plain model (an axis name adds no variable)."""
+  if 'axis_name' in getattr(model, '__dataclass_fields__', {}):
+    return model.clone(axis_name=AXIS)
   return model
 
 
-def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = False,
-                       axis_name: Optional[str] = AXIS) -> TrainState:
+def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = False) -> TrainState:
   """Initialises parameters replicated on `mesh`; `sample_inputs` fixes shapes only. The state's
-  `apply_fn` runs `model` over the mesh axis `axis_name` (`on_axis`)."""
+  `apply_fn` runs `model` over the `data` axis (`on_axis`)."""
   def init():
     variables = model.init({'params': rng, 'dropout': rng}, jnp.asarray(sample_inputs), train=False)
     batch_stats = variables.get('batch_stats', flax.core.FrozenDict())
     average = {'params': variables['params'], 'batch_stats': batch_stats} if lookahead else None
-    return TrainState.create(apply_fn=on_axis(model, axis_name).apply, params=variables['params'], tx=tx,
+    return TrainState.create(apply_fn=on_axis(model).apply, params=variables['params'], tx=tx,
                              batch_stats=batch_stats, lookahead=jax.tree.map(jnp.copy, average))
   # The init runs once, so it is compiled without LLVM optimisation: XLA:CPU spends long optimising
   # threefry initialisers for the same values (docs/performance.md).
@@ -168,7 +166,7 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
   # variance over the devices, so every device computed the same running statistics and this mean
   # changes them by at most a last bit (a sum of N equal values, divided by N). It is kept: it costs one
   # all-reduce of a few KB per step and keeps the state replicated for a model whose BatchNorm is
-  # not synchronised (a module without `axis_name`, or `axis_name=None` in the benchmark).
+  # not synchronised (a module without `axis_name`, or the plain model the benchmark compares with).
   batch_stats = lax.pmean(updates['batch_stats'], AXIS) if state.batch_stats else state.batch_stats
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if lookahead is not None:
@@ -177,18 +175,12 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
 
 
 def _eval_logits(state: TrainState, inputs):
+  """float32 logits of the model in inference mode (BatchNorm's running statistics, no dropout):
+  evaluation's loss and accuracy and its report are all computed from them."""
   variables = {'params': state.params}
   if state.batch_stats:
     variables['batch_stats'] = state.batch_stats
-  return state.apply_fn(variables, inputs, train=False)
-
-
-def _eval_sums(state: TrainState, batch: dict):
-  return classification_sums(_eval_logits(state, batch['inputs']), batch['label'], batch['mask'])
-
-
-def _eval_step(state: TrainState, batch: dict):
-  return lax.psum(_eval_sums(state, batch), AXIS)
+  return state.apply_fn(variables, inputs, train=False).astype(jnp.float32)
 
 
 # Both steps run shard_map with check_vma=False, i.e. with pmap's semantics: inside the step every
@@ -232,43 +224,23 @@ def make_train_loop(mesh, preprocess_on_device, label_smoothing: float = 0.0,
   return jax.jit(sharded, donate_argnums=(0, 1))
 
 
-def make_eval_loop(mesh, preprocess_on_device):
-  """(state, inputs, labels, indices, mask) -> summed loss, correct predictions and example count
-  over every batch of `pipeline.eval_plan` in one call, from a split held on the devices."""
-  def per_device(state, inputs, labels, indices, mask):
-    def one_batch(i, sums):
-      batch = {'inputs': preprocess_on_device(inputs[indices[i]], None), 'label': labels[indices[i]],
-               'mask': mask[i]}
-      return jax.tree.map(jnp.add, sums, _eval_sums(state, batch))
-    zeros = {k: jnp.zeros((), jnp.float32) for k in ('loss_sum', 'correct', 'count')}
-    return lax.psum(lax.fori_loop(0, indices.shape[0], one_batch, zeros), AXIS)
-
-  plan = P(None, AXIS)
-  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(), plan, plan), out_specs=P(),
-                               check_vma=False))
-
-
 def make_logits_loop(mesh, preprocess_on_device):
   """(state, inputs, indices) -> the logits of every batch of `pipeline.eval_plan` in one call,
-  float32 [batches, global batch, outputs] sharded over `data`: what an evaluation report is made of."""
+  float32 [batches, global batch, outputs] sharded over `data`: what every evaluation is made of
+  (each epoch's loss and accuracy, `--mode=eval`'s and its report)."""
   def per_device(state, inputs, indices):
-    return lax.map(lambda rows: _eval_logits(state, preprocess_on_device(inputs[rows], None)).astype(jnp.float32),
-                   indices)
+    return lax.map(lambda rows: _eval_logits(state, preprocess_on_device(inputs[rows], None)), indices)
   plan = P(None, AXIS)
   return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), plan), out_specs=plan, check_vma=False))
 
 
 def make_logits_step(mesh):
-  """(state, global batch) -> float32 logits [global batch, outputs], sharded over `data`."""
-  per_device = lambda state, batch: _eval_logits(state, batch['inputs']).astype(jnp.float32)
-  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False))
+  """(state, global inputs) -> float32 logits [global batch, outputs], sharded over `data`: the
+  logits loop's computation for a batch that comes from the host."""
+  return jax.jit(jax.shard_map(_eval_logits, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False))
 
 
 def put_global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """A host array every process holds in full -> a global array with `sharding`."""
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
-
-def make_eval_step(mesh):
-  """(state, global batch) -> summed loss, correct predictions and example count."""
-  return jax.jit(jax.shard_map(_eval_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False))
