@@ -190,6 +190,8 @@ def run(argv) -> None:
     if FLAGS.mode == 'train':
       print(json.dumps(_train(workdir)), flush=True)
       return
+    from zoo import packed
+    workdir = packed.locate(workdir)  # a shipped model's name, a .zoo file or URL: its folder
     _check_eval_flags(workdir)
     if FLAGS.mode == 'eval':
       print(json.dumps(_evaluate(workdir)), flush=True)

@@ -16,7 +16,8 @@ from absl import logging as absl_logging
 from experiments import accelerators  # --accelerator, --compilation_cache, ... as every entry point has them
 from zoo.errors import ZooError, exit_with
 
-flags.DEFINE_string('workdir', None, 'The workdir of a training run (config, dataset.json, checkpoints).')
+flags.DEFINE_string('workdir', None, 'The workdir of a training run (config, dataset.json, checkpoints), or a '
+                    'packed model: a shipped model\'s name (cifar10/airbench), a .zoo file or its URL.')
 flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 '
                     'lets every machine that reaches this one use the page.')
 flags.DEFINE_integer('port', 8000, 'Port to listen on (0: any free one; the printed URL says which).')
@@ -36,15 +37,15 @@ def main(argv) -> None:
   try:
     if not FLAGS.workdir:
       raise ZooError('--workdir is missing; pass the workdir of a training run (--workdir=W)')
-    if not os.path.isdir(FLAGS.workdir):
-      raise ZooError(f'--workdir={FLAGS.workdir} does not exist; pass the workdir of a training run')
     if not 0 <= FLAGS.port <= 65535:
       raise ZooError(f'--port={FLAGS.port} is not a port number; pass one from 1 to 65535 (0: any free one)')
     accelerators.setup()
     import zoo
     from zoo import serving
-    trained = zoo.load(FLAGS.workdir, step=FLAGS.checkpoint_step)
-    server = serving.make_server(trained, FLAGS.workdir, FLAGS.host, FLAGS.port)
+    from zoo import packed
+    workdir = packed.locate(FLAGS.workdir)  # a shipped model's name, a .zoo file or URL: its folder
+    trained = zoo.load(workdir, step=FLAGS.checkpoint_step)
+    server = serving.make_server(trained, workdir, FLAGS.host, FLAGS.port)
   except ZooError as e:
     exit_with(e)
   signal.signal(signal.SIGTERM, _stop_on_sigterm)

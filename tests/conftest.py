@@ -42,15 +42,17 @@ def pytest_collection_modifyitems(items):
 
 
 def run_experiment(experiment: str, *flags: str, devices: int = 1, mock: bool = True,
-                   examples: int = 96, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+                   examples: int = 96, timeout: int = 300, env: dict | None = None,
+                   cwd: Path = ROOT) -> subprocess.CompletedProcess:
   """`python -m experiments.<experiment> flags...` (on mock data unless mock=False), with `env`
-  added to the environment."""
+  added to the environment, in `cwd` (the repository by default)."""
   env = {**os.environ, 'JAX_NUM_CPU_DEVICES': str(devices), 'JAX_PLATFORMS': 'cpu',
          'MOCK_EXAMPLES': str(examples), 'TF_CPP_MIN_LOG_LEVEL': '2', **(env or {})}
   env.pop('XLA_FLAGS', None)
   command = ([sys.executable, str(ROOT / 'tests' / 'mock_experiment.py'), experiment] if mock
              else [sys.executable, '-m', f'experiments.{experiment}'])
-  return subprocess.run(command + list(flags), cwd=ROOT, env=env, capture_output=True, text=True,
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), env.get('PYTHONPATH')]))
+  return subprocess.run(command + list(flags), cwd=cwd, env=env, capture_output=True, text=True,
                         timeout=timeout)
 
 

@@ -27,6 +27,7 @@ import flax
 import jax
 import orbax.checkpoint as ocp
 
+from zoo import packed
 from zoo import workdir as workdir_lib
 from zoo.errors import ZooError
 
@@ -212,7 +213,14 @@ def restore(manager: ocp.CheckpointManager, state, epoch_metrics, step: int | No
 def restore_arrays(workdir, step: int | None = None) -> tuple[int, dict]:
   """(step, the checkpoint's PyTree as host NumPy arrays), with no template, mesh or optimizer: what
   `zoo.load` uses. Without `step`, the newest readable checkpoint (a damaged one is skipped with a
-  warning and left as it is; one that could not be read for another reason raises ZooError)."""
+  warning and left as it is; one that could not be read for another reason raises ZooError).
+  A packed model (`zoo.packed`) holds one checkpoint's variables: those, checked."""
+  if packed.is_packed(workdir):
+    packed_step, tree = packed.read_arrays(workdir)
+    if step is not None and step != packed_step:
+      raise ZooError(f'{workdir} is a packed model of step {packed_step} alone; drop --checkpoint_step or pass '
+                     f'--checkpoint_step={packed_step}')
+    return packed_step, tree
   absl_logger = logging.getLogger('absl')
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)  # orbax's "Given directory is read only" is what we asked for

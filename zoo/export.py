@@ -29,15 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jax_core
 
-from zoo import inference
+from zoo import inference, packed
 from zoo.data import tokenizer as tokenizer_lib
 from zoo.errors import ZooError
 from zoo.models import probabilities_jnp
 
-FORMATS = ('onnx', 'saved_model')
+FORMATS = ('onnx', 'saved_model', 'zoo')
 EXPORT_DIR = 'export'
 ONNX_FILE = 'model.onnx'
 SAVED_MODEL_DIR = 'saved_model'
+ZOO_FILE = 'model.zoo'  # a packed model (`zoo.packed`): what `zoo.load` and every --workdir take
 CLASS_NAMES_FILE = 'class_names.txt'
 BATCH = 'batch'  # the name of the dynamic batch dimension in both formats
 # The platform whose branch of `lax.platform_dependent` goes into the ONNX graph: the zoo's
@@ -46,8 +47,10 @@ ONNX_PLATFORM = 'cuda'
 
 
 def default_output(workdir, export_format: str) -> Path:
-  """`<workdir>/export/model.onnx` or `<workdir>/export/saved_model/`."""
-  return Path(workdir) / EXPORT_DIR / (ONNX_FILE if export_format == 'onnx' else SAVED_MODEL_DIR)
+  """`<workdir>/export/model.onnx`, `.../saved_model/` or `.../model.zoo`; for a packed model (a
+  shipped one, a .zoo file) `export/...` in the current directory: nothing is written beside it."""
+  folder = Path(EXPORT_DIR) if packed.is_packed(workdir) else Path(workdir) / EXPORT_DIR
+  return folder / {'onnx': ONNX_FILE, 'saved_model': SAVED_MODEL_DIR, 'zoo': ZOO_FILE}[export_format]
 
 
 def vocabulary_path(onnx_path: Path) -> Path:
@@ -80,13 +83,17 @@ def input_dtype(trained: inference.TrainedModel):
   return np.uint8 if trained.kind == 'image' else np.int32
 
 
-def export(workdir, export_format: str, output=None, step: int | None = None) -> list[Path]:
+def export(workdir, export_format: str, output=None, step: int | None = None, dtype: str = 'float32') -> list[Path]:
   """Exports `workdir`'s checkpoint `step` (default: the newest readable) to `output` (default:
-  `default_output`); returns the paths written. Nothing existing is overwritten."""
+  `default_output`); returns the paths written. Nothing existing is overwritten. `dtype`: the
+  variables' type in a `.zoo` file (float16 halves it)."""
   if export_format not in FORMATS:
     raise ZooError(f'--format={export_format} is not an export format; pass one of: {", ".join(FORMATS)}')
-  trained = inference.load(workdir, step)
+  workdir = packed.locate(workdir)
   output = Path(output) if output else default_output(workdir, export_format)
+  if export_format == 'zoo':
+    return [packed.pack(workdir, output, step, dtype)]
+  trained = inference.load(workdir, step)
   targets = [output] + ([vocabulary_path(output)] if export_format == 'onnx' and trained.kind == 'text' else [])
   for target in targets:
     if target.exists():

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from zoo import checkpoints
+from zoo import checkpoints, packed
 from zoo.data import images
 from zoo.errors import ZooError
 from zoo.models import probabilities
@@ -124,7 +124,9 @@ def prediction_fields(class_names: Sequence[str], probabilities_row: np.ndarray)
 
 def load(workdir, step: int | None = None) -> TrainedModel:
   """The model trained in `workdir`, restored from checkpoint `step` (default: the newest
-  readable one); the workdir alone is enough (no data is read)."""
+  readable one); the workdir alone is enough (no data is read). `workdir` may also be a packed
+  model: a shipped model's name (`zoo.list_trained()`), a `.zoo` file or its URL (`zoo.packed`)."""
+  workdir = packed.locate(workdir)
   opened = builder.open_workdir(workdir)
   config, description, dataset = opened.config, opened.description, opened.dataset
   model = builder.create_model(config, dataset.model_kwargs())

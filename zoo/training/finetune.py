@@ -68,7 +68,8 @@ def _unflat_like(template, values: dict):
   return jax.tree.unflatten(jax.tree.structure(template), [values[p] for p in paths])
 
 
-def _has_checkpoint(workdir) -> bool:
+def has_checkpoint(workdir) -> bool:
+  """Whether `workdir` holds a checkpoint (a fine-tune saves its start as checkpoint 0)."""
   return (workdir_lib.checkpoint_dir(workdir).is_dir()
           and checkpoints.create_manager(workdir, read_only=True).latest_step() is not None)
 
@@ -77,7 +78,7 @@ def read_source(config: Config, workdir) -> Optional[Source]:
   """The source of a fine-tuning run's first start, read once; None for a run from scratch and for
   a resume (`workdir` holds a checkpoint: it restores that, whatever --init_from says now)."""
   recorded = workdir_lib.read_config(workdir)
-  if not (config.init_from or (recorded is not None and recorded.init_from)) or _has_checkpoint(workdir):
+  if not (config.init_from or (recorded is not None and recorded.init_from)) or has_checkpoint(workdir):
     return None
   if not config.init_from:  # a fine-tune that saved no start yet (stopped before its checkpoint 0)
     raise ZooError(f'{workdir} was started from --init_from={recorded.init_from} and holds no checkpoint yet; '

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from zoo import checkpoints, models, report
+from zoo import checkpoints, models, packed, report
 from zoo import workdir as workdir_lib
 from zoo.config import Config
 from zoo.data import open_dataset, pipeline
@@ -136,6 +136,8 @@ def train_and_evaluate(config: Config, workdir, data_dir: str | None = None) -> 
 
 def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> list[dict]:
   config = builder.with_all_settings(config)  # what config.json records and a resume compares
+  if config.init_from and not finetune.has_checkpoint(workdir):  # a shipped name, .zoo file or URL: its folder
+    config = dataclasses.replace(config, init_from=str(packed.locate(config.init_from)))
   mesh = steps.data_mesh()
   dataset, train_split, eval_split, steps_per_epoch, source = _open(config, workdir, data_dir)
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, train_split.inputs[:1]),
@@ -239,7 +241,8 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
   eval.json) or `runtime`, and `model_settings` whose role is `eval` (airbench's `tta_level`).
   Every example's prediction is computed once, and accuracy, loss, the report's metrics
   (`zoo.report`) and its pictures all come from it: writes eval.json and
-  `report/index.html`; returns what eval.json holds."""
+  `report/index.html` into the workdir (a packed model, which is only read: into
+  `./eval_<dataset>_<model>/`); returns what eval.json holds."""
   workdir = Path(workdir)
   allowed = Config.fields_with_role('eval', 'runtime')
   if set(overrides) - set(allowed):
@@ -250,14 +253,24 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
     models.resolve_settings(config.model, model_settings, roles=('eval',))
     config = dataclasses.replace(config, model_settings={**config.model_settings, **model_settings})
   config.validate(jax.device_count())
-  manager = checkpoints.create_manager(workdir, read_only=True)
-  if manager.latest_step() is None:
+  is_packed = packed.is_packed(workdir)
+  if not is_packed and checkpoints.create_manager(workdir, read_only=True).latest_step() is None:
     raise ZooError(f'{workdir} has no checkpoint yet; train first (--mode=train) or pass another --workdir')
   eval_split = dataset.load(config.eval_split)
   mesh = steps.data_mesh()
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, eval_split.inputs[:1]),
                           1, mesh)
-  state, _ = checkpoints.restore(manager, program.init_state(), steps.zero_metrics(mesh), step)
+  if is_packed:  # one checkpoint's variables, no optimizer state
+    saved_step, tree = checkpoints.restore_arrays(workdir, step)
+    replicate = lambda t: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), t)
+    state = program.init_state()
+    state = state.replace(step=replicate(np.int32(saved_step)), params=replicate(tree['params']),
+                          **({'batch_stats': replicate(tree['batch_stats'])} if 'batch_stats' in tree else {}))
+    output = Path.cwd() / f'eval_{config.data_name}_{config.model}'
+  else:
+    manager = checkpoints.create_manager(workdir, read_only=True)
+    state, _ = checkpoints.restore(manager, program.init_state(), steps.zero_metrics(mesh), step)
+    output = workdir
   start = time.perf_counter()
   logits = feeds.create_eval(config, program, dataset, eval_split).logits(state)
   labels = eval_split.labels
@@ -271,11 +284,12 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
             **report.classification_metrics(probabilities, labels, class_names)}
   log.info('evaluated %d examples in %.1f s', len(labels), time.perf_counter() - start)
   if _is_chief():
-    with workdir_lib.full_disk_as_error(workdir):  # the report's pictures too
-      workdir_lib.write_eval(workdir, result)
+    output.mkdir(parents=True, exist_ok=True)
+    with workdir_lib.full_disk_as_error(output):  # the report's pictures too
+      workdir_lib.write_eval(output, result)
       examples = dataset.texts(config.eval_split) if dataset.kind == 'text' else eval_split.inputs
       page = report.write_report(
-          workdir_lib.report_dir(workdir), result, probabilities, labels, kind=dataset.kind, examples=examples,
+          workdir_lib.report_dir(output), result, probabilities, labels, kind=dataset.kind, examples=examples,
           history=workdir_lib.read_history(workdir), title=f'{config.model} on {config.data_name}',
           summary={k: result[k] for k in ('model', 'dataset', 'split', 'step', 'num_examples', 'accuracy', 'loss')})
     log.info('report: %s', page)
