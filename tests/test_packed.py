@@ -167,3 +167,40 @@ def test_the_command_line_packs_predicts_and_evaluates_a_packed_file(trained, tm
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert json.loads((tmp_path / 'eval_photos_simple_cnn' / 'eval.json').read_text())['accuracy'] == pytest.approx(
       json.loads((workdir / 'eval.json').read_text())['accuracy'])
+
+
+SHIPPED = sorted(p.parent for p in packed.SHIPPED.glob('*/*/manifest.json'))
+
+
+@pytest.mark.parametrize('folder', SHIPPED, ids=lambda p: f'{p.parent.name}/{p.name}')
+def test_each_shipped_models_card_gives_the_figures_of_its_stored_evaluation(folder):
+  packed.read_manifest(folder)  # every file as it was shipped
+  card, evaluation = (folder / 'MODEL_CARD.md').read_text(), json.loads((folder / 'eval.json').read_text())
+  assert f'- accuracy: {evaluation["accuracy"]:.4f}' in card
+  assert f'- macro F1: {evaluation["macro_f1"]:.4f}' in card
+  assert f'- expected calibration error (15 bins): {evaluation["ece"]:.4f}' in card
+  for name, row in evaluation['per_class'].items():
+    assert f'| {name} | {row["precision"]:.4f} | {row["recall"]:.4f} | {row["f1"]:.4f} | {row["support"]} |' in card
+  assert f'{evaluation["num_examples"]} examples, step {evaluation["step"]}' in card
+  name = f'{folder.parent.name}/{folder.name}'
+  listed = {model.name: model for model in zoo.list_trained()}[name]
+  assert listed.accuracy == evaluation['accuracy'] and listed.classes == evaluation['class_names']
+
+
+def test_the_shipped_models_fit_in_40_megabytes_and_load_by_name():
+  assert SHIPPED, 'no model is shipped inside the package'
+  total = sum(p.stat().st_size for folder in SHIPPED for p in folder.iterdir())
+  assert total <= 40 * 2 ** 20
+  for folder in SHIPPED:
+    model = zoo.load(f'{folder.parent.name}/{folder.name}')
+    probabilities = model.predict(['a wonderful, moving film'] if model.kind == 'text'
+                                  else np.zeros((1, *model.input_shape), np.uint8))
+    assert probabilities.shape == (1, len(model.class_names))
+    np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
+
+
+def test_the_listing_command_prints_every_shipped_model():
+  result = run_experiment('list_trained', '--json', mock=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [json.loads(line) for line in result.stdout.splitlines()]
+  assert [row['name'] for row in rows] == [f'{f.parent.name}/{f.name}' for f in SHIPPED]
