@@ -236,3 +236,17 @@ def test_batchnorm_with_an_axis_name_normalises_a_split_batch_as_the_whole_batch
     same_stats = jax.tree.map(lambda a, b: np.allclose(a[0], b, rtol=1e-4, atol=1e-6) and
                               np.allclose(a[1], b, rtol=1e-4, atol=1e-6), stats, whole_stats)
     assert all(jax.tree.leaves(same_stats)) == alike
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_every_model_runs_inside_flax_nnx_with_its_variables(name):
+  from train_every_model import MODEL_KWARGS, synthetic_split
+  from zoo.inference import to_nnx
+  kwargs = dict(MODEL_KWARGS[name])
+  model = create_model(name, kwargs.pop('settings', {}), **kwargs)
+  inputs, _, preprocess = synthetic_split(name, 4, np.random.default_rng(0))
+  x = preprocess(inputs, None)
+  variables = model.init(jax.random.key(0), x, train=False)
+  variables = jax.tree.map(lambda a: a + 0.01 * jnp.arange(a.size, dtype=a.dtype).reshape(a.shape) / a.size, variables)
+  module = to_nnx(model, variables, x)
+  np.testing.assert_allclose(module(x, train=False), model.apply(variables, x, train=False), rtol=1e-5, atol=1e-6)

@@ -199,6 +199,14 @@ def test_the_shipped_models_fit_in_40_megabytes_and_load_by_name():
     np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
 
 
+def test_to_nnx_gives_the_linen_models_logits(trained):
+  loaded = zoo.load(trained[0])
+  inputs = loaded.preprocess(_images(trained[1]))
+  module = loaded.to_nnx()
+  np.testing.assert_allclose(module(inputs, train=False), loaded.model.apply(loaded.variables, inputs, train=False),
+                             rtol=1e-6, atol=1e-6)
+
+
 def test_the_listing_command_prints_every_shipped_model():
   result = run_experiment('list_trained', '--json', mock=False)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -87,6 +87,12 @@ class TrainedModel:
     arrays = [read_image(source, shape) for source in raw]
     return np.stack(arrays) if arrays else np.zeros((0, *shape), np.uint8)
 
+  def to_nnx(self, rngs=None):
+    """The model as a Flax NNX module holding the trained parameters and BatchNorm statistics
+    (`to_nnx` below), for NNX code: `module(inputs, train=False)` on preprocessed inputs."""
+    sample = self.preprocess([''] if self.kind == 'text' else np.zeros((1, *self.input_shape), np.uint8))
+    return to_nnx(self.model, self.variables, sample, rngs)
+
   @functools.cached_property
   def _logits(self):
     return jax.jit(lambda variables, inputs: self.model.apply(variables, inputs, train=False))
@@ -106,6 +112,20 @@ class TrainedModel:
     if not logits:
       return np.zeros((0, len(self.class_names)), np.float32)
     return probabilities(np.concatenate(logits))
+
+
+def to_nnx(model: nn.Module, variables: dict, sample_inputs, rngs=None):
+  """A Linen `model` with its `variables` as a Flax NNX module (`flax.nnx.bridge.ToNNX`): calling
+  it gives what `model.apply(variables, inputs, train=False)` gives, and its parameters are
+  `nnx.Param`s (BatchNorm statistics `nnx.BatchStat`s) that NNX optimizers train."""
+  from flax import nnx, traverse_util
+  module = nnx.bridge.ToNNX(model, rngs=rngs or nnx.Rngs(0)).lazy_init(sample_inputs, train=False)
+  flat = dict(nnx.to_flat_state(nnx.state(module)))
+  for tree in variables.values():  # each collection's arrays by path: params and batch_stats
+    for path, value in traverse_util.flatten_dict(tree).items():
+      flat[path].value = jax.numpy.asarray(value)
+  nnx.update(module, nnx.from_flat_state(list(flat.items())))
+  return module
 
 
 def prediction_fields(class_names: Sequence[str], probabilities_row: np.ndarray) -> dict:
