@@ -207,6 +207,16 @@ def test_to_nnx_gives_the_linen_models_logits(trained):
                              rtol=1e-6, atol=1e-6)
 
 
+def test_the_nnx_training_snippet_of_the_docs_runs_and_lowers_the_loss():
+  """docs/trained.md's NNX example, as written there, on the shipped text model."""
+  text = (Path(__file__).resolve().parent.parent / 'docs' / 'trained.md').read_text()
+  code = text.split('## In Flax NNX code')[1].split('```python')[1].split('```')[0]
+  scope: dict = {}
+  exec(code, scope)  # pylint: disable=exec-used
+  losses = [float(scope['step'](scope['module'], scope['optimizer'], scope['x'], scope['y'])) for _ in range(3)]
+  assert losses[2] < losses[0]
+
+
 def test_the_listing_command_prints_every_shipped_model():
   result = run_experiment('list_trained', '--json', mock=False)
   assert result.returncode == 0, result.stderr[-3000:]
