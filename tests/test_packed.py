@@ -143,6 +143,16 @@ def test_a_damaged_file_of_a_packed_folder_is_named(archive, tmp_path):
     zoo.load(copy)
 
 
+def test_a_packed_file_is_a_fine_tuning_source(trained, archive, tmp_path):
+  workdir, photos = trained
+  config = Config(dataset='', image_folder=str(photos), model='simple_cnn', epochs=1, batch_size=6, eval_batch_size=6,
+                  optimizer='sgd', learning_rate=0.05, tensorboard=False, split_cache='', init_from=str(archive))
+  history = loop.train_and_evaluate(config, tmp_path / 'tuned')
+  assert [entry['epoch'] for entry in history] == [1]
+  record = json.loads((tmp_path / 'tuned' / 'init_from.json').read_text())
+  assert record['step'] == zoo.load(workdir).step and packed.is_packed(record['path'])
+
+
 def test_an_unknown_name_lists_the_shipped_models():
   with pytest.raises(ZooError, match=r'nosuch/model is neither a workdir, a .zoo file, a URL nor a shipped model'):
     zoo.load('nosuch/model')
