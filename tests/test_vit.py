@@ -3,6 +3,7 @@ as flags, clear errors for a patch size or head count that does not fit, and a s
 a folder of images that resumes bit for bit."""
 import dataclasses
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def test_trains_and_resumes_bit_identical(tmp_path, caplog):
       shutil.rmtree(step_dir)
   (resumed / 'history.json').write_text(json.dumps(history[:1]))
   caplog.clear()
+  caplog.set_level(logging.INFO)
   again = loop.train_and_evaluate(_config(folder), resumed)
   assert 'Resuming from step 8' in caplog.text
   timings = ('seconds', 'train_images_per_second', 'train_gflops_per_second')
