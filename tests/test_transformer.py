@@ -33,14 +33,14 @@ def _tokens(rows=4, length=12, seed=0):
 def _init(settings=None, num_classes=1):
   model = create_model('transformer', {**TINY, **(settings or {})}, num_classes=num_classes, vocab_size=VOCAB)
   tokens = _tokens()
-  variables = model.init(jax.random.key(0), tokens)
+  variables = jax.jit(model.init)(jax.random.key(0), tokens)
   return model, variables, tokens
 
 
 @pytest.mark.parametrize('num_classes', [1, 4])
 def test_one_logit_for_two_classes_or_one_per_class(num_classes):
   model, variables, tokens = _init(num_classes=num_classes)
-  logits = model.apply(variables, tokens)
+  logits = jax.jit(model.apply)(variables, tokens)
   assert logits.shape == (4, num_classes) and np.isfinite(logits).all()
   assert head_scope(model, tokens) == 'head'
   assert variables['params']['pos_embedding'].shape == (1, 40, 16)
@@ -48,16 +48,14 @@ def test_one_logit_for_two_classes_or_one_per_class(num_classes):
 
 def test_appending_padding_changes_no_logit():
   model, variables, tokens = _init({'dropout': 0.3})
-  logits = model.apply(variables, tokens)
+  apply = jax.jit(model.apply)  # one compilation per length, rather than op by op
+  logits = apply(variables, tokens)
   for extra in (1, 7, 28):
     padded = jnp.pad(tokens, ((0, 0), (0, extra)))
-    np.testing.assert_allclose(model.apply(variables, padded), logits, rtol=1e-6, atol=1e-6)
-  # Training too: dropout masks at the real tokens' positions are the same, padding is masked.
-  train = lambda x: model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(3)})
-  assert train(tokens).shape == (4, 1)
+    np.testing.assert_allclose(apply(variables, padded), logits, rtol=1e-6, atol=1e-6)
   # What the padding holds does matter when it is not padding: the mask is what keeps it out.
   changed = jnp.where(tokens == 0, 7, tokens)
-  assert not np.allclose(model.apply(variables, changed), logits)
+  assert not np.allclose(apply(variables, changed), logits)
 
 
 def test_an_empty_text_gives_finite_logits():
@@ -105,7 +103,7 @@ def _config(folder) -> Config:
   return Config(text_folder=str(folder), model='transformer', vocab_size=30, max_length=10, epochs=2, batch_size=6,
                 eval_batch_size=8, optimizer='adamw', learning_rate=0.003, schedule='warmup_cosine',
                 warmup_epochs=0.5, checkpoint_every_steps=2, keep_checkpoints=20, tensorboard=False,
-                split_cache='', model_settings={**TINY, 'dropout': 0.1})
+                split_cache='', model_settings={**TINY, 'depth': 1, 'dropout': 0.1})
 
 
 def test_trains_and_resumes_bit_identical(tmp_path, caplog):

@@ -27,14 +27,14 @@ TINY = {'width': 16, 'depth': 2, 'num_heads': 2, 'mlp_dim': 32}
 def _init(settings, shape=(2, 32, 32, 3)):
   model = create_model('vit', {**TINY, **settings}, num_classes=5)
   images = jax.random.uniform(jax.random.key(0), shape)
-  return model, model.init(jax.random.key(0), images), images
+  return model, jax.jit(model.init)(jax.random.key(0), images), images
 
 
 @pytest.mark.parametrize('tokenizer', ['patch', 'conv'])
 @pytest.mark.parametrize('pool', ['gap', 'token'])
 def test_logits_and_token_grid_for_each_tokenizer_and_pool(tokenizer, pool):
   model, variables, images = _init({'tokenizer': tokenizer, 'pool': pool, 'patch_size': 4}, (3, 16, 24, 3))
-  logits = model.apply(variables, images)
+  logits = jax.jit(model.apply)(variables, images)
   assert logits.shape == (3, 5) and logits.dtype == jnp.float32
   params = variables['params']
   assert params['pos_embedding'].shape == (1, 4 * 6, 16)  # a 4x6 grid of tokens, either tokenizer
@@ -49,8 +49,9 @@ def test_dropout_acts_in_training_only_and_follows_the_example():
   model, variables, images = _init({'dropout': 0.5})
   head = variables['params']['head']  # a random head instead of the zero one, so dropout shows in the logits
   head['kernel'] = jax.random.normal(jax.random.key(5), head['kernel'].shape)
-  np.testing.assert_array_equal(model.apply(variables, images), model.apply(variables, images))
-  train = lambda key, x: model.apply(variables, x, train=True, rngs={'dropout': key})
+  apply = jax.jit(model.apply, static_argnames='train')
+  np.testing.assert_array_equal(apply(variables, images), apply(variables, images))
+  train = lambda key, x: apply(variables, x, train=True, rngs={'dropout': key})
   assert not np.allclose(train(jax.random.key(1), images), train(jax.random.key(2), images))
   # Each row's mask is drawn from its global index: the first row alone gets the mask it gets in the batch.
   np.testing.assert_allclose(train(jax.random.key(1), images[:1]), train(jax.random.key(1), images)[:1], rtol=1e-5)
@@ -99,7 +100,7 @@ def _config(folder, **fields) -> Config:
                     'eval_batch_size': 8, 'optimizer': 'adamw', 'learning_rate': 0.003, 'weight_decay': 0.05,
                     'schedule': 'warmup_cosine', 'warmup_epochs': 0.5, 'augment': True, 'crop_padding': 1,
                     'checkpoint_every_steps': 2, 'keep_checkpoints': 20, 'tensorboard': False, 'split_cache': '',
-                    'model_settings': {**TINY, 'patch_size': 2, 'tokenizer': 'conv', 'pool': 'token',
+                    'model_settings': {**TINY, 'depth': 1, 'patch_size': 2, 'tokenizer': 'conv', 'pool': 'token',
                                        'dropout': 0.1},
                     **fields})
 
@@ -136,3 +137,4 @@ def test_a_patch_size_that_does_not_divide_stops_training_with_one_line(tmp_path
   config = dataclasses.replace(_config(folder), model_settings={**TINY, 'patch_size': 3})
   with pytest.raises(ZooError, match=r'--model.patch_size=3 does not divide the 8x8 images'):
     loop.train_and_evaluate(config, tmp_path / 'w')
+  assert not (tmp_path / 'w').exists()  # nothing written: the corrected command starts afresh
