@@ -33,8 +33,12 @@ from zoo.errors import ZooError  # noqa: E402
 SMALL = ('--epochs=1', '--batch_size=16', '--eval_batch_size=16', '--optimizer=sgd', '--learning_rate=0.05')
 TEXT = ('--vocab_size=200', '--max_length=24')
 IMAGE = ('--image_size=18',)  # a third of CIFAR-10's pixels (simple_cnn's least): the same graphs, less arithmetic
-IMAGE_MODELS = ['simple_cnn', 'resnet20', 'airbench', 'mlp']
-TEXT_MODELS = ['lstm', 'bilstm', 'ngram']
+IMAGE_MODELS = ['simple_cnn', 'resnet20', 'airbench', 'mlp', 'vit']
+TEXT_MODELS = ['lstm', 'bilstm', 'ngram', 'transformer']
+# Settings where a model's defaults do not fit the 18 x 18 images or are slow to compile here.
+MODEL_FLAGS = {'vit': ('--model.patch_size=6', '--model.width=16', '--model.depth=1', '--model.num_heads=2',
+                       '--model.mlp_dim=32', '--model.pool=token'),
+               'transformer': ('--model.embed_dim=16', '--model.depth=1', '--model.num_heads=2', '--model.mlp_dim=32')}
 TOLERANCE = 1e-5
 # Texts the tokenizers must agree on: apostrophes, hyphens, markup, non-ASCII capitals, tabs,
 # newlines, carriage returns, no-break spaces, Unicode case mappings, empty, longer than max_length.
@@ -46,7 +50,8 @@ TRICKY_TEXTS = ["Don't stop -- it's WELL-made!<br /><br />Great", 'École ÀÉÎ
 
 def _train(workdir: Path, model: str) -> Path:
   experiment, extra = ('imdb', TEXT) if model in TEXT_MODELS else ('cifar', IMAGE)
-  result = run_experiment(experiment, f'--workdir={workdir}', f'--model={model}', *SMALL, *extra, examples=16)
+  result = run_experiment(experiment, f'--workdir={workdir}', f'--model={model}', *SMALL, *extra,
+                          *MODEL_FLAGS.get(model, ()), examples=16)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir
 

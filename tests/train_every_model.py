@@ -37,6 +37,11 @@ MODEL_KWARGS = {
     'lstm': {'num_classes': 1, 'vocab_size': VOCAB, 'settings': {'embed_dim': 8, 'hidden_size': 8}},
     'bilstm': {'num_classes': 1, 'vocab_size': VOCAB, 'settings': {'embed_dim': 8, 'hidden_size': 8}},
     'ngram': {'num_classes': 1, 'vocab_size': VOCAB, 'settings': {'num_buckets': 2 ** 12}},
+    'vit': {'num_classes': 10, 'settings': {'width': 16, 'depth': 1, 'num_heads': 2, 'mlp_dim': 32, 'patch_size': 4,
+                                            'tokenizer': 'conv', 'pool': 'token', 'dropout': 0.2}},
+    'transformer': {'num_classes': 1, 'vocab_size': VOCAB, 'settings': {'embed_dim': 16, 'depth': 1, 'num_heads': 2,
+                                                                        'mlp_dim': 32, 'max_length': LENGTH,
+                                                                        'dropout': 0.2}},
 }
 
 
