@@ -611,7 +611,7 @@ def test_the_command_prints_its_url_serves_and_stops_cleanly_on_sigterm(image_wo
 def test_the_command_names_a_missing_workdir_and_a_taken_port(image_workdir, tmp_path):
   missing = subprocess.run(_serve_command(f'--workdir={tmp_path / "nowhere"}'), cwd=ROOT, env=_env(),
                            capture_output=True, text=True, timeout=120)
-  assert_one_line_error(missing, 'nowhere does not exist', 'pass the workdir of a training run')
+  assert_one_line_error(missing, 'nowhere is neither a workdir, a .zoo file, a URL nor a shipped model', 'pass one (shipped models:')
   beyond = subprocess.run(_serve_command(f'--workdir={image_workdir}', '--port=70000'), cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=120)
   assert_one_line_error(beyond, '--port=70000 is not a port number', 'pass one from 1 to 65535')
