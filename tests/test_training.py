@@ -194,8 +194,9 @@ def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
 @pytest.mark.slow
 def test_airbench_recipe_trains_with_its_whitening_frozen(tmp_path):
   recipe = Path(__file__).resolve().parent.parent / 'experiments' / 'recipes' / 'cifar_airbench.flags'
+  # Narrowed (the recipe's layers, rules and test-time augmentation at a sixteenth of the width).
   history = train(tmp_path / 'w', f'--flagfile={recipe}', '--epochs=1', '--warmup_epochs=0.5',
-                  '--batch_size=16', '--eval_batch_size=40',
+                  '--batch_size=16', '--eval_batch_size=40', '--model.widths=16,32,32',
                   '--checkpoint_every_steps=2', '--keep_checkpoints=20')
   assert np.isfinite(history[0]['train_loss']) and history[0]['eval_examples'] == 96
   first, last = restore_plain(tmp_path / 'w', 2)['params'], restore_plain(tmp_path / 'w', 6)['params']
