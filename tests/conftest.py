@@ -113,7 +113,10 @@ def train_in_process(experiment: str, *flags: str, examples: int = 96, mock: boo
   the start of a new Python (the command line's own behaviour is tested through `run_experiment`):
   `loop.train_and_evaluate` on the same Config and data. Returns the history and the zoo's log
   lines (what the command line prints on stderr), joined."""
+  import jax
   from zoo.training import loop
+  # Tests compare these runs with runs on 2 or 4 devices: one device here, whatever the environment says.
+  assert jax.device_count() == 1, f'the test process has {jax.device_count()} devices; unset JAX_NUM_CPU_DEVICES'
   config, workdir, data_dir = config_of(experiment, *flags)
   logger, lines = logging.getLogger('zoo'), _Lines()
   level = logger.level
