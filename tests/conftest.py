@@ -1,7 +1,9 @@
-"""Shared helpers: run an experiment's CLI in a subprocess with N simulated CPU devices; every
-cache in a temporary folder."""
+"""Shared helpers: run an experiment's CLI in a subprocess with N simulated CPU devices, or train
+as it does in this process; every cache in a temporary folder."""
 import atexit
+import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -34,6 +36,20 @@ def _caches_in_a_temporary_folder() -> None:
 _caches_in_a_temporary_folder()
 
 
+def _compilation_cache_in_this_process_too() -> None:
+  """The experiments' default `--compilation_cache` (experiments/accelerators.py), also for what the
+  tests train and evaluate in their own process: a model compiled by a command-line run is then
+  loaded instead of compiled again, and the other way round, across every worker of the run."""
+  import jax
+  from zoo import cache_dirs
+  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(cache_dirs.default_dir('jax_compilation')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+_compilation_cache_in_this_process_too()
+
+
 def pytest_collection_modifyitems(items):
   """The tests marked `slow` (each half a minute or more) first, the rest in their usual order:
   pytest-xdist hands tests out in this order, so the long ones start together instead of ending
@@ -54,6 +70,67 @@ def run_experiment(experiment: str, *flags: str, devices: int = 1, mock: bool = 
   env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), env.get('PYTHONPATH')]))
   return subprocess.run(command + list(flags), cwd=cwd, env=env, capture_output=True, text=True,
                         timeout=timeout)
+
+
+# The defaults of each experiment (experiments/images.py and texts.py read these recipes); the
+# experiment modules themselves define their flags on absl's global FLAGS, which two of them cannot share.
+EXPERIMENT_DEFAULTS = {'cifar': 'cifar_seed', 'images': 'cifar_seed', 'imdb': 'imdb_ngram', 'texts': 'imdb_ngram'}
+
+
+@contextlib.contextmanager
+def mock_data(examples: int = 96):
+  """The data `tests/mock_experiment.py` gives a command-line run (`tfds.testing.mock_data` is
+  deterministic), for code run in this process."""
+  import tensorflow_datasets as tfds
+  from zoo.data import sources, tfds_source
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tfds_source, '_online', lambda: True)  # mock_data replaces the download itself
+    patch.setattr(sources, '_cache_path', lambda *args: None)  # mock examples are never cached
+    with tfds.testing.mock_data(num_examples=examples):
+      yield
+
+
+def config_of(experiment: str, *flags: str):
+  """The Config and workdir that `python -m experiments.<experiment> flags...` trains, parsed as
+  its command line parses them."""
+  from absl import flags as absl_flags
+  from experiments import launch
+  flag_values = absl_flags.FlagValues()
+  launch.define_flags(launch.read_recipe(launch.RECIPES / f'{EXPERIMENT_DEFAULTS[experiment]}.flags'), flag_values)
+  flag_values([experiment, *flags])
+  return launch.config_from_flags(flag_values), Path(flag_values.workdir), flag_values.data_dir
+
+
+class _Lines(logging.Handler):
+  def __init__(self):
+    super().__init__(logging.INFO)
+    self.lines = []
+
+  def emit(self, record):
+    self.lines.append(record.getMessage())
+
+
+def train_in_process(experiment: str, *flags: str, examples: int = 96, mock: bool = True) -> tuple[list, str]:
+  """What `run_experiment(experiment, *flags)` trains, on this process's one device and without
+  the start of a new Python (the command line's own behaviour is tested through `run_experiment`):
+  `loop.train_and_evaluate` on the same Config and data. Returns the history and the zoo's log
+  lines (what the command line prints on stderr), joined."""
+  import jax
+  from zoo.training import loop
+  # Tests compare these runs with runs on 2 or 4 devices: one device here, whatever the environment says.
+  assert jax.device_count() == 1, f'the test process has {jax.device_count()} devices; unset JAX_NUM_CPU_DEVICES'
+  config, workdir, data_dir = config_of(experiment, *flags)
+  logger, lines = logging.getLogger('zoo'), _Lines()
+  level = logger.level
+  logger.setLevel(logging.INFO)
+  logger.addHandler(lines)
+  try:
+    with mock_data(examples) if mock else contextlib.nullcontext():
+      history = loop.train_and_evaluate(config, workdir, data_dir)
+  finally:
+    logger.removeHandler(lines)
+    logger.setLevel(level)
+  return history, '\n'.join(lines.lines)
 
 
 def last_json_line(stdout: str) -> dict:

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_experiment
+from conftest import assert_one_line_error, run_experiment, train_in_process
 from test_datasets import image_folder
 from zoo import checkpoints
 from zoo import workdir as workdir_lib
@@ -48,8 +48,7 @@ def _assert_copied(start: dict, source: dict, head: str | None) -> None:
 def source(tmp_path_factory):
   """An MLP trained on 10 classes (mock CIFAR-10)."""
   workdir = tmp_path_factory.mktemp('source') / 'w'
-  result = run_experiment('cifar', f'--workdir={workdir}', '--model=mlp', SOURCE_SEED, *SMALL)
-  assert result.returncode == 0, result.stderr[-3000:]
+  train_in_process('cifar', f'--workdir={workdir}', '--model=mlp', SOURCE_SEED, *SMALL)
   return workdir
 
 
@@ -59,24 +58,28 @@ def photos(tmp_path_factory):
                       per_class=(8, 4))
 
 
+def _finetune_flags(workdir, photos, source, *flags) -> tuple:
+  return (f'--image_folder={photos}', f'--workdir={workdir}', '--model=mlp', f'--init_from={source}',
+          '--image_size=32', *SMALL, *flags)
+
+
 def _finetune(workdir, photos, source, *flags):
-  return run_experiment('images', f'--image_folder={photos}', f'--workdir={workdir}', '--model=mlp',
-                        f'--init_from={source}', '--image_size=32', *SMALL, *flags, mock=False)
+  """Through the command line: its one-line errors are the point of the tests that use this."""
+  return run_experiment('images', *_finetune_flags(workdir, photos, source, *flags), mock=False)
 
 
 @pytest.fixture(scope='module')
 def finetuned(tmp_path_factory, photos, source):
-  """The MLP fine-tuned on 4 classes of photos, every layer training."""
+  """The MLP fine-tuned on 4 classes of photos, every layer training (in this process, from the
+  command line's Config)."""
   workdir = tmp_path_factory.mktemp('finetuned') / 'w'
-  result = _finetune(workdir, photos, source)
-  assert result.returncode == 0, result.stderr[-3000:]
+  train_in_process('images', *_finetune_flags(workdir, photos, source), mock=False)
   return workdir
 
 
 def test_freeze_backbone_trains_a_new_head_and_keeps_every_other_parameter(tmp_path, photos, source):
-  result = _finetune(tmp_path / 'w', photos, source, '--freeze=backbone')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'new: params/Dense_2/bias, params/Dense_2/kernel' in result.stderr
+  _, log = train_in_process('images', *_finetune_flags(tmp_path / 'w', photos, source, '--freeze=backbone'), mock=False)
+  assert 'new: params/Dense_2/bias, params/Dense_2/kernel' in log
   before, after = _arrays(source), _arrays(tmp_path / 'w')
   assert after['Dense_2/kernel'].shape == (256, 4) and before['Dense_2/kernel'].shape == (256, 10)
   for path in before:
@@ -134,8 +137,7 @@ def test_an_architecture_that_does_not_fit_writes_nothing_and_the_corrected_comm
   result = _finetune(workdir, photos, source, '--model=simple_cnn')
   assert_one_line_error(result, 'does not fit this model: params/Conv_0/bias', 'drop --init_from')
   assert not workdir.exists() or list(workdir.iterdir()) == []
-  corrected = _finetune(workdir, photos, source)
-  assert corrected.returncode == 0, corrected.stderr[-3000:]
+  train_in_process('images', *_finetune_flags(workdir, photos, source), mock=False)  # nothing is in its way
 
 
 def test_a_source_that_is_not_a_workdir_is_refused_before_reading_data(tmp_path, photos):
@@ -150,9 +152,8 @@ def resnet_source(tmp_path_factory):
   """ResNet-20 trained for 2 steps on 16 mock CIFAR-10 images of 8x8: BatchNorm statistics that
   differ from a fresh start's (mean 0, variance 1)."""
   workdir = tmp_path_factory.mktemp('resnet') / 'w'
-  result = run_experiment('cifar', f'--workdir={workdir}', '--model=resnet20', '--image_size=8', SOURCE_SEED,
-                          *SMALL, examples=16)
-  assert result.returncode == 0, result.stderr[-3000:]
+  train_in_process('cifar', f'--workdir={workdir}', '--model=resnet20', '--image_size=8', SOURCE_SEED, *SMALL,
+                   examples=16)
   return workdir
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import assert_one_line_error, last_json_line, real_data_dir, run_experiment
+from conftest import assert_one_line_error, last_json_line, mock_data, real_data_dir, run_experiment, train_in_process
 from zoo.models.cnn import SimpleCNN
 
 # 96 mock examples per split, batch 16: 6 steps per epoch; eval batch 40 pads the last batch.
@@ -16,14 +16,20 @@ SMALL = ('--epochs=2', '--batch_size=16', '--eval_batch_size=40', '--log_every_s
 
 
 def train(workdir, *flags, devices=1, resumes_from: int | None = None):
-  """Trains through the command line; with `resumes_from`, asserts that the run went on from that
-  saved step (a rerun that trained again from step 0 fails here, even if it ends alike)."""
-  result = run_experiment('cifar', f'--workdir={workdir}', *SMALL, *flags, devices=devices)
-  assert result.returncode == 0, result.stderr[-3000:]
-  if resumes_from is not None:
-    assert f'Resuming from step {resumes_from} in' in result.stderr, result.stderr[-3000:]
+  """Trains what the command line trains: on one device in this process (`train_in_process`: the
+  command line itself is tested by the eval and error tests here), on more through the command line
+  with simulated devices. With `resumes_from`, asserts that the run went on from that saved step (a
+  rerun that trained again from step 0 fails here, even if it ends alike)."""
+  if devices == 1:
+    _, log = train_in_process('cifar', f'--workdir={workdir}', *SMALL, *flags)
   else:
-    assert 'Resuming from step' not in result.stderr
+    result = run_experiment('cifar', f'--workdir={workdir}', *SMALL, *flags, devices=devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stderr
+  if resumes_from is not None:
+    assert f'Resuming from step {resumes_from} in' in log, log[-3000:]
+  else:
+    assert 'Resuming from step' not in log
   return json.loads((Path(workdir) / 'history.json').read_text())
 
 
@@ -188,17 +194,19 @@ def test_eval_mode_applies_its_evaluation_flags_and_names_bad_ones(trained):
 @pytest.mark.slow
 def test_airbench_recipe_trains_with_its_whitening_frozen(tmp_path):
   recipe = Path(__file__).resolve().parent.parent / 'experiments' / 'recipes' / 'cifar_airbench.flags'
+  # Narrowed (the recipe's layers, rules and test-time augmentation at a sixteenth of the width).
   history = train(tmp_path / 'w', f'--flagfile={recipe}', '--epochs=1', '--warmup_epochs=0.5',
-                  '--batch_size=16', '--eval_batch_size=40',
+                  '--batch_size=16', '--eval_batch_size=40', '--model.widths=16,32,32',
                   '--checkpoint_every_steps=2', '--keep_checkpoints=20')
   assert np.isfinite(history[0]['train_loss']) and history[0]['eval_examples'] == 96
   first, last = restore_plain(tmp_path / 'w', 2)['params'], restore_plain(tmp_path / 'w', 6)['params']
   np.testing.assert_array_equal(first['whiten']['kernel'], last['whiten']['kernel'])
   assert not np.array_equal(first['Dense_0']['kernel'], last['Dense_0']['kernel'])
-  # --model.tta_level in --mode=eval replaces the run's own (the recipe's 2, which its evaluation used).
-  result = run_experiment('cifar', '--mode=eval', f'--workdir={tmp_path / "w"}', '--model.tta_level=0')
-  assert result.returncode == 0, result.stderr[-3000:]
-  evaluation = last_json_line(result.stdout)
+  # A tta_level given to evaluation (--mode=eval's --model.tta_level) replaces the run's own (the
+  # recipe's 2, which its evaluation used); the flag's way there is test_eval_mode_applies_its_evaluation_flags_....
+  from zoo.training import loop
+  with mock_data():
+    evaluation = loop.evaluate(tmp_path / 'w', None, model_settings={'tta_level': 0})
   assert evaluation['model_settings'] == {'tta_level': 0} and evaluation['num_examples'] == 96
   assert evaluation['loss'] != pytest.approx(history[0]['eval_loss'], rel=1e-5)
 
@@ -213,12 +221,10 @@ def test_simple_cnn_learns_real_cifar10(tmp_path):
   measures, far over chance.
   """
   data_dir = real_data_dir('cifar10')
-  result = run_experiment('cifar', f'--data_dir={data_dir}', '--train_split=train[:10000]',
-                          '--eval_split=train[45000:]', '--epochs=2', '--schedule=onecycle',
-                          '--learning_rate=0.003', f'--workdir={tmp_path}', mock=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = last_json_line(result.stdout)
-  assert summary['eval_accuracy'] >= 0.45, summary
+  history, _ = train_in_process('cifar', f'--data_dir={data_dir}', '--train_split=train[:10000]',
+                                '--eval_split=train[45000:]', '--epochs=2', '--schedule=onecycle',
+                                '--learning_rate=0.003', f'--workdir={tmp_path}', mock=False)
+  assert history[-1]['eval_accuracy'] >= 0.45, history[-1]
 
 
 def test_lookahead_follows_airbench94s_procedure():

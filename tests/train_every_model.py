@@ -1,16 +1,21 @@
 """Trains every model of `zoo.models.MODELS` a few SGD steps on small synthetic data with the zoo's
-own step functions, and writes the final variables to an .npz file.
+own step functions, on meshes of 1, 2 and 4 devices, and writes each mesh's final variables to an
+.npz file.
 
-usage: JAX_NUM_CPU_DEVICES=N python tests/train_every_model.py OUT.npz
+usage: JAX_NUM_CPU_DEVICES=4 python tests/train_every_model.py OUT_DIR  (writes OUT_DIR/{1,2,4}.npz)
 
-Run once per device count by `tests/test_devices.py`, which compares the files: the same global
-batches must give the same model on any number of devices. The steps run through the device-held
-feed's loop, which calls the same per-device step as the tf.data feed (`steps._train_step`; that
-feed is compared across processes in `tests/test_multiprocess.py`). Every model trains with SGD but
-airbench, which trains with its Muon optimizer (`--optimizer=muon`, whitening kernel frozen), so that
-Muon's Newton-Schulz step is compared across device counts too at no extra compilation.
+Run by `tests/test_devices.py`, which compares the files: the same global batches must give the
+same model on any number of devices. One process holds the 4 devices and each mesh takes the first
+1, 2 or 4 of them (`jax.make_mesh(..., devices=...)`): the sharded step is compiled for that mesh's
+device count as it is in a process with that many devices, and the process starts once instead of
+three times. The steps run through the device-held feed's loop, which calls the same per-device step
+as the tf.data feed (`steps._train_step`; that feed is compared across processes in
+`tests/test_multiprocess.py`). Every model trains with SGD but airbench, which trains with its Muon
+optimizer (`--optimizer=muon`, whitening kernel frozen), so that Muon's Newton-Schulz step is
+compared across device counts too at no extra compilation.
 """
 import sys
+from pathlib import Path
 
 import flax
 import jax
@@ -56,10 +61,12 @@ def synthetic_split(name: str, rows: int, rng: np.random.Generator):
   return images, rng.integers(0, 10, rows).astype(np.int32), lambda x, noise: x.astype(jnp.float32) / 255
 
 
-def train(name: str) -> dict:
-  """STEPS steps of `name` through the device-held feed's loop (`steps.make_train_loop`: the split
-  replicated, the epoch plan sharded over `data`), in one call; the variables and metric sums."""
-  mesh = steps.data_mesh()
+DEVICE_COUNTS = (1, 2, 4)
+
+
+def train(name: str, mesh: jax.sharding.Mesh) -> dict:
+  """STEPS steps of `name` on `mesh` through the device-held feed's loop (`steps.make_train_loop`:
+  the split replicated, the epoch plan sharded over `data`), in one call; the variables and metric sums."""
   rng = np.random.default_rng(0)
   inputs, labels, preprocess = synthetic_split(name, 2 * STEPS * BATCH, rng)
   model = create_model(name, **MODEL_KWARGS[name])  # settings= and the dataset's dimensions
@@ -86,5 +93,8 @@ def train(name: str) -> dict:
 
 
 if __name__ == '__main__':
-  arrays = {f'{name}/{path}': np.asarray(value) for name in MODELS for path, value in train(name).items()}
-  np.savez(sys.argv[1], **arrays)
+  assert jax.device_count() == max(DEVICE_COUNTS), 'run with JAX_NUM_CPU_DEVICES=4'
+  for count in DEVICE_COUNTS:
+    mesh = jax.make_mesh((count,), (steps.AXIS,), devices=jax.devices()[:count])
+    arrays = {f'{name}/{path}': np.asarray(value) for name in MODELS for path, value in train(name, mesh).items()}
+    np.savez(Path(sys.argv[1]) / f'{count}.npz', **arrays)
