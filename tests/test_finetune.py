@@ -142,7 +142,7 @@ def test_an_architecture_that_does_not_fit_writes_nothing_and_the_corrected_comm
 
 def test_a_source_that_is_not_a_workdir_is_refused_before_reading_data(tmp_path, photos):
   result = _finetune(tmp_path / 'w', photos, tmp_path / 'nothing')
-  assert_one_line_error(result, 'not a zoo workdir', 'pass the workdir of a training run')
+  assert_one_line_error(result, 'nothing is neither a workdir, a .zoo file, a URL nor a shipped model', 'pass one (shipped models:')
 
 
 # A model with BatchNorm: its running statistics are copied with the parameters.
