@@ -3,14 +3,15 @@
 # in bfloat16 (each second run, seed 1, loads its programs from the compilation cache: its epoch
 # times are compile-free), the time to 94% from each history, the benchmark, and (PARTS=ablations)
 # the recipe without each of three tricks, and in bfloat16, over SEEDS; (PARTS=determinism) seed 0
-# twice with --deterministic, compared.
+# twice with --deterministic, compared; (PARTS=rebuild) the shipped cifar10/airbench rebuilt;
+# (PARTS=vit) cifar_vit.flags for 10-30 epochs and in other shapes, side by side.
 # Installs nothing. Needs a Python with JAX (GPU), Flax, Optax, Orbax, absl and Pillow, and a data
 # dir holding cifar10: TFDS-prepared (needs TensorFlow too) or written by datatools.save_splits
 # (NumPy only), e.g. for a machine without TensorFlow:
 #
 #   python -m datatools.save_splits --data_dir=DIR --jpeg_quality=75 \
 #       --splits='train[:45000],train[45000:]' --out_dir=.gpu_data     # 23 MB, lossless
-#   DATA_DIR=.gpu_data [SPLITS=validation|test] [PARTS='timing benchmark determinism ablations'] [SEEDS='0 1 2'] \
+#   DATA_DIR=.gpu_data [SPLITS=validation|test] [PARTS='timing benchmark determinism ablations rebuild vit'] [SEEDS='0 1 2'] \
 #       bash lab/gpu_speedrun.sh
 #
 # RECIPE=cifar_airbench_muon.flags runs the Muon recipe instead of cifar_airbench.flags (timing and
@@ -77,6 +78,26 @@ recipe() {  # label, extra flags...
 }
 
 PARTS=${PARTS:-timing benchmark}
+if [[ " $PARTS " == *" rebuild "* ]]; then
+  # The shipped cifar10/airbench: the Muon recipe on train[:45000], packed with its card (figures on
+  # train[45000:]) into this tree's zoo/trained/cifar10/airbench/. COMMIT names the tree's commit on the card.
+  timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m lab.rebuild_trained --data_dir="$DATA_DIR" --only=cifar10/airbench \
+    ${COMMIT:+--commit=$COMMIT} 2>&1 | grep -v '^[IW]0000 '
+fi
+if [[ " $PARTS " == *" vit "* ]]; then
+  # cifar_vit.flags for more epochs and in other shapes, side by side on the GPU (accuracy only: their
+  # times are not comparable); the final accuracy of each, then the history of each in its workdir.
+  declare -A VIT=([e10]='' [e12]='--epochs=12' [e15]='--epochs=15' [e20]='--epochs=20' [e30]='--epochs=30'
+                  [b256_e15]='--batch_size=256 --learning_rate=0.003 --epochs=15' [d6_e12]='--model.depth=6 --epochs=12'
+                  [lr3_e15]='--learning_rate=0.003 --epochs=15')
+  mkdir -p "$WORKDIR"
+  for name in "${!VIT[@]}"; do
+    (export XLA_PYTHON_CLIENT_MEM_FRACTION=0.1
+     RECIPE=cifar_vit.flags recipe "vit_$name" --eval_every_epochs=1 ${VIT[$name]} > "$WORKDIR/vit_$name.log" 2>&1) &
+  done
+  wait
+  for name in "${!VIT[@]}"; do grep '"summary"' "$WORKDIR/vit_$name.log" || tail -3 "$WORKDIR/vit_$name.log"; done
+fi
 if [[ " $PARTS " == *" timing "* ]]; then
   recipe cold --eval_every_epochs=1
   recipe warm --eval_every_epochs=1 --seed=1

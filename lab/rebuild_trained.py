@@ -72,11 +72,15 @@ SPECS = (
 
 flags.DEFINE_string('data_dir', None, 'A prepared TFDS directory holding cifar10 and imdb_reviews.', required=True)
 flags.DEFINE_list('only', [], 'Names to rebuild (default: all).')
+flags.DEFINE_string('commit', None, 'The commit the cards name (default: `git rev-parse` here; give it where '
+                    'the tree was copied without its .git).')
 flags.DEFINE_string('workdirs', None, 'Where the training runs are kept (default: a temporary folder, removed).')
 FLAGS = flags.FLAGS
 
 
 def _commit() -> str:
+  if FLAGS.commit:
+    return FLAGS.commit
   try:
     return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -85,6 +89,10 @@ def _commit() -> str:
 
 
 def _hardware() -> str:
+  """What trained it: the accelerator JAX ran on, else the CPU's model and cores."""
+  import jax
+  if jax.default_backend() != 'cpu':
+    return f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend().upper()})'
   try:
     lines = subprocess.run(['lscpu'], capture_output=True, text=True, check=True).stdout.splitlines()
     model = next(line.split(':', 1)[1].strip() for line in lines if line.startswith('Model name'))
