@@ -82,7 +82,7 @@ if [[ " $PARTS " == *" rebuild "* ]]; then
   # The shipped cifar10/airbench: the Muon recipe on train[:45000], packed with its card (figures on
   # train[45000:]) into this tree's zoo/trained/cifar10/airbench/. COMMIT names the tree's commit on the card.
   timeout "${RUN_TIMEOUT:-300}" "$PYTHON" -m lab.rebuild_trained --data_dir="$DATA_DIR" --only=cifar10/airbench \
-    ${COMMIT:+--commit=$COMMIT} 2>&1 | grep -v '^[IW]0000 '
+    --workdirs="$WORKDIR/rebuild" ${COMMIT:+--commit=$COMMIT} 2>&1 | grep -v '^[IW]0000 '
 fi
 if [[ " $PARTS " == *" vit "* ]]; then
   # cifar_vit.flags for more epochs and in other shapes, side by side on the GPU (accuracy only: their
