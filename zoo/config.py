@@ -116,6 +116,10 @@ class Config:
   lookahead_every_steps: int = _field(5, 'Steps between --lookahead averaging steps.', at_least=1)
   lookahead_decay: float = _field(0.95, 'Per-step decay of the --lookahead average at the end of training '
                                   '(it rises as (step / total steps)**3).')
+  ema_decay: float = _field(0.0, 'Keep an exponential moving average of the weights and BatchNorm statistics '
+                            '(after every optimizer step: average = D x average + (1 - D) x weights, from the '
+                            'initial weights; it spans about 1 / (1 - D) steps). 0: none. Evaluation, the report, '
+                            'zoo.load, export and serving then use the average; it is checkpointed with the run.')
   init_from: str = _field('', 'Fine-tune: start from the latest checkpoint of this trained workdir (its parameters '
                           'and BatchNorm statistics; a fresh optimizer). A classifier head of another width '
                           '(other classes) is created anew. Texts are read with its vocabulary (same --vocab_size '
@@ -153,6 +157,12 @@ class Config:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata['role'] in roles)
 
   @property
+  def weights(self) -> str:
+    """Which weights stand for the trained model in evaluation, the report, zoo.load, export and
+    serving, as their logs and JSON say: 'ema' (the moving average of --ema_decay) or 'trained'."""
+    return 'ema' if self.ema_decay else 'trained'
+
+  @property
   def data_name(self) -> str:
     """The TFDS dataset's name, or the folder's."""
     folder = self.image_folder or self.text_folder
@@ -186,6 +196,8 @@ class Config:
     if self.optimizer == 'muon' and (self.muon_learning_rate <= 0 or not 0 <= self.muon_momentum < 1):
       raise ZooError(f'--optimizer=muon: --muon_learning_rate={self.muon_learning_rate} or --muon_momentum='
                      f'{self.muon_momentum} is out of range; pass a positive rate and 0 <= momentum < 1')
+    if not 0 <= self.ema_decay < 1:
+      raise ZooError(f'--ema_decay={self.ema_decay} is out of range; pass 0 <= --ema_decay < 1 (e.g. 0.999; 0: no average)')
     if self.lookahead and not 0 <= self.lookahead_decay <= 1:
       raise ZooError(f'--lookahead_decay={self.lookahead_decay} is out of range; pass 0 <= --lookahead_decay <= 1')
 

@@ -168,6 +168,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
            'input pipeline: %s', config.model, config.data_name, config.epochs, steps_per_epoch,
            config.batch_size, jax.device_count(), jax.process_count(), type(feed).__name__)
+  log.info('Evaluating the %s weights', config.weights)
 
   preemption = Preemption()
   flops_logged = False
@@ -203,7 +204,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
     # Evaluate.
     evaluation = None
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
-      evaluation = _evaluation(evaluator.logits(state), eval_split.labels)
+      evaluation = _evaluation(evaluator.logits(steps.evaluated(state)), eval_split.labels)
     # Report.
     entry = _history_entry(epoch, step, train, evaluation, time.perf_counter() - epoch_start, train_seconds,
                            steps_per_epoch - first_step, config, feed.flops_per_step)
@@ -263,14 +264,17 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
   if is_packed:  # one checkpoint's variables, no optimizer state
     saved_step, tree = checkpoints.restore_arrays(workdir, step)
     replicate = lambda t: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), t)
+    variables = checkpoints.model_variables(tree)  # (a packed run's moving average is its weights)
     state = program.init_state()
-    state = state.replace(step=replicate(np.int32(saved_step)), params=replicate(tree['params']),
-                          **({'batch_stats': replicate(tree['batch_stats'])} if 'batch_stats' in tree else {}))
+    state = state.replace(step=replicate(np.int32(saved_step)), params=replicate(variables['params']),
+                          **({'batch_stats': replicate(variables['batch_stats'])} if 'batch_stats' in variables else {}))
     output = Path.cwd() / f'eval_{config.data_name}_{config.model}'
   else:
     manager = checkpoints.create_manager(workdir, read_only=True)
     state, _ = checkpoints.restore(manager, program.init_state(), steps.zero_metrics(mesh), step)
+    state = steps.evaluated(state)
     output = workdir
+  log.info('evaluating the %s weights of step %d', config.weights, int(state.step))
   start = time.perf_counter()
   logits = feeds.create_eval(config, program, dataset, eval_split).logits(state)
   labels = eval_split.labels
@@ -281,6 +285,7 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
             'accuracy': sums['accuracy'], 'loss': sums['loss'], 'dataset': config.data_name, 'model': config.model,
             **{k: v for k, v in overrides.items() if k in Config.fields_with_role('eval') and k != 'eval_split'},
             **({'model_settings': model_settings} if model_settings else {}),
+            **({'weights': config.weights} if config.ema_decay else {}),
             **report.classification_metrics(probabilities, labels, class_names)}
   log.info('evaluated %d examples in %.1f s', len(labels), time.perf_counter() - start)
   if _is_chief():

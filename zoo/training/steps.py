@@ -25,6 +25,37 @@ AXIS = 'data'
 class TrainState(train_state.TrainState):
   batch_stats: Any = flax.core.FrozenDict()  # BatchNorm running statistics; empty for other nets
   lookahead: Any = None  # {'params', 'batch_stats'} averaged by `Lookahead`; None without --lookahead
+  ema: Any = None  # {'params', 'batch_stats'}: their exponential moving average; None without --ema_decay
+
+
+def weights(state: TrainState) -> dict:
+  """The variables the averages follow: {'params', 'batch_stats'}."""
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def averages_restarted(state: TrainState) -> TrainState:
+  """`state` with its averages (--lookahead's, --ema_decay's) set to copies of its weights: where a
+  run starts, and where a data-dependent initialisation or a fine-tune's copy has changed them."""
+  copy = lambda: jax.tree.map(jnp.copy, weights(state))
+  return state.replace(lookahead=None if state.lookahead is None else copy(),
+                       ema=None if state.ema is None else copy())
+
+
+def evaluated(state: TrainState) -> TrainState:
+  """The state whose weights evaluation uses: the exponential moving average when the run keeps one
+  (--ema_decay), else the weights themselves."""
+  if state.ema is None:
+    return state
+  return state.replace(params=state.ema['params'], batch_stats=state.ema['batch_stats'])
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+  """What a train step does besides the gradient step itself, from the run's config
+  (`builder.Program.step_settings`)."""
+  label_smoothing: float = 0.0
+  lookahead: Optional['Lookahead'] = None
+  ema_decay: float = 0.0  # 0: no moving average
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,15 +115,17 @@ def on_axis(model):
   return model
 
 
-def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = False) -> TrainState:
+def create_train_state(model, tx, sample_inputs, rng, mesh, lookahead: bool = False, ema: bool = False) -> TrainState:
   """Initialises parameters replicated on `mesh`; `sample_inputs` fixes shapes only. The state's
-  `apply_fn` runs `model` over the `data` axis (`on_axis`)."""
+  `apply_fn` runs `model` over the `data` axis (`on_axis`). `lookahead`, `ema`: whether the state
+  keeps those averages (starting at the initial weights)."""
   def init():
     variables = model.init({'params': rng, 'dropout': rng}, jnp.asarray(sample_inputs), train=False)
     batch_stats = variables.get('batch_stats', flax.core.FrozenDict())
-    average = {'params': variables['params'], 'batch_stats': batch_stats} if lookahead else None
+    average = lambda keep: {'params': variables['params'], 'batch_stats': batch_stats} if keep else None
     return TrainState.create(apply_fn=on_axis(model).apply, params=variables['params'], tx=tx,
-                             batch_stats=batch_stats, lookahead=jax.tree.map(jnp.copy, average))
+                             batch_stats=batch_stats, lookahead=jax.tree.map(jnp.copy, average(lookahead)),
+                             ema=jax.tree.map(jnp.copy, average(ema)))
   # The init runs once, so it is compiled without LLVM optimisation: XLA:CPU spends long optimising
   # threefry initialisers for the same values (docs/performance.md).
   lowered = jax.jit(init, out_shardings=replicated(mesh)).lower()
@@ -139,8 +172,7 @@ def zero_metrics(mesh) -> dict:
   return jax.device_put({k: np.float32(0) for k in ('loss_sum', 'correct', 'count')}, replicated(mesh))
 
 
-def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smoothing: float,
-                lookahead: Optional[Lookahead] = None):
+def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, settings: StepSettings):
   """Runs on one device's rows. Gradients, metrics and BatchNorm statistics are combined across
   the `data` axis, so every device ends the step with the same replicated state. The metric sums
   accumulate here, inside the step, so the host never waits on a step to read them."""
@@ -157,7 +189,7 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
       mutable = ['batch_stats']
     logits, updates = state.apply_fn(variables, batch['inputs'], train=True, rngs={'dropout': rng},
                                      mutable=mutable)
-    sums = classification_sums(logits, batch['label'], batch['mask'], label_smoothing)
+    sums = classification_sums(logits, batch['label'], batch['mask'], settings.label_smoothing)
     return sums['loss_sum'] / local_count, (sums, updates)
 
   grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -169,8 +201,12 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, label_smo
   # not synchronised (a module without `axis_name`, or the plain model the benchmark compares with).
   batch_stats = lax.pmean(updates['batch_stats'], AXIS) if state.batch_stats else state.batch_stats
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  if lookahead is not None:
-    new_state = lookahead(new_state)
+  if settings.lookahead is not None:
+    new_state = settings.lookahead(new_state)
+  if settings.ema_decay:
+    # The average of what the step leaves (after a lookahead jump too), once per optimizer step.
+    new_state = new_state.replace(ema=optax.incremental_update(weights(new_state), new_state.ema,
+                                                               1.0 - settings.ema_decay))
   return new_state, jax.tree.map(jnp.add, metrics, lax.psum(sums, AXIS))
 
 
@@ -189,16 +225,15 @@ def _eval_logits(state: TrainState, inputs):
 # devices, and Flax's recurrent cells, whose initial carry is a replicated zero, fail to trace.)
 
 
-def make_train_step(mesh, label_smoothing: float = 0.0, lookahead: Optional[Lookahead] = None):
+def make_train_step(mesh, settings: StepSettings = StepSettings()):
   """(state, metric sums, global batch, rng) -> (state, metric sums); inputs' buffers are donated."""
-  per_device = functools.partial(_train_step, label_smoothing=label_smoothing, lookahead=lookahead)
+  per_device = functools.partial(_train_step, settings=settings)
   sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), P()), out_specs=(P(), P()),
                           check_vma=False)
   return jax.jit(sharded, donate_argnums=(0, 1))
 
 
-def make_train_loop(mesh, preprocess_on_device, label_smoothing: float = 0.0,
-                    lookahead: Optional[Lookahead] = None):
+def make_train_loop(mesh, preprocess_on_device, settings: StepSettings = StepSettings()):
   """Several train steps per call on a split held on the devices.
 
   (state, metric sums, inputs, labels, order, noise, first, num_steps, rng) -> (state, metric sums):
@@ -215,7 +250,7 @@ def make_train_loop(mesh, preprocess_on_device, label_smoothing: float = 0.0,
       step_noise = noise[first + i] if noise.shape[-1] else None
       batch = {'inputs': preprocess_on_device(inputs[indices], step_noise), 'label': labels[indices],
                'mask': jnp.ones(indices.shape, jnp.float32)}
-      return _train_step(*carry, batch, rng, label_smoothing=label_smoothing, lookahead=lookahead)
+      return _train_step(*carry, batch, rng, settings=settings)
     return lax.fori_loop(0, num_steps, one_step, (state, metrics))
 
   plan = P(None, AXIS)
