@@ -79,6 +79,11 @@ class Config:
   epochs: int = _field(10, 'Number of passes over --train_split.', at_least=1)
   batch_size: int = _field(32, 'Global batch size, split evenly over every device of every process; must '
                            'divide by the number of devices.')
+  accumulate_steps: int = _field(1, 'Split every --batch_size batch into N micro-batches, computed one after the '
+                                 'other and their gradients averaged for one optimizer step: the memory of a batch '
+                                 'of --batch_size / N, the step of --batch_size (BatchNorm normalises each '
+                                 'micro-batch by itself). --batch_size must divide by N x the device count.',
+                                 at_least=1)
   eval_batch_size: int = _field(500, 'Global eval batch size; the last batch is padded and masked.', 'eval')
   optimizer: str = _field('adam', 'adam | adamw | sgd (momentum --momentum, --nesterov) | muon (airbench94_muon: '
                           'Muon for the parameters a rule gives it, by default the convolution filters, at '
@@ -191,6 +196,11 @@ class Config:
         raise ZooError(f'--{name}={value} is not a positive multiple of the device count ({device_count}), '
                        f'and the global batch is split evenly over the devices; pass e.g. '
                        f'--{name}={max(value // device_count, 1) * device_count}')
+    if self.batch_size % (device_count * self.accumulate_steps):
+      multiple = device_count * self.accumulate_steps
+      raise ZooError(f'--batch_size={self.batch_size} does not split into --accumulate_steps={self.accumulate_steps} '
+                     f'equal micro-batches on each of {device_count} device(s); pass a --batch_size that divides '
+                     f'by {multiple}, e.g. --batch_size={max(self.batch_size // multiple, 1) * multiple}')
     if self.learning_rate <= 0:
       raise ZooError(f'--learning_rate={self.learning_rate} is not positive; pass a rate such as --learning_rate=0.001')
     if self.optimizer == 'muon' and (self.muon_learning_rate <= 0 or not 0 <= self.muon_momentum < 1):

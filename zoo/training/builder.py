@@ -100,7 +100,8 @@ class Program:
 
   @functools.cached_property
   def step_settings(self) -> steps.StepSettings:
-    return steps.StepSettings(self.config.label_smoothing, self.lookahead, self.config.ema_decay)
+    return steps.StepSettings(self.config.label_smoothing, self.lookahead, self.config.ema_decay,
+                              self.config.accumulate_steps)
 
   @functools.cached_property
   def train_step(self):

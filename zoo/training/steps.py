@@ -56,6 +56,7 @@ class StepSettings:
   label_smoothing: float = 0.0
   lookahead: Optional['Lookahead'] = None
   ema_decay: float = 0.0  # 0: no moving average
+  accumulate_steps: int = 1  # micro-batches per optimizer step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +173,57 @@ def zero_metrics(mesh) -> dict:
   return jax.device_put({k: np.float32(0) for k in ('loss_sum', 'correct', 'count')}, replicated(mesh))
 
 
+def _gradient(state: TrainState, batch_stats, batch: dict, rng, label_smoothing: float):
+  """(gradient of the mean loss over this device's rows of `batch`, metric sums, BatchNorm running
+  statistics after this forward pass) for the weights of `state` and `batch_stats`."""
+  local_count = batch['mask'].shape[0]
+
+  def loss_fn(params):
+    variables = {'params': params}
+    mutable = []
+    if batch_stats:
+      variables['batch_stats'] = batch_stats
+      mutable = ['batch_stats']
+    logits, updates = state.apply_fn(variables, batch['inputs'], train=True, rngs={'dropout': rng},
+                                     mutable=mutable)
+    sums = classification_sums(logits, batch['label'], batch['mask'], label_smoothing)
+    return sums['loss_sum'] / local_count, (sums, updates)
+
+  grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+  return grads, sums, updates['batch_stats'] if batch_stats else batch_stats
+
+
+def micro_batches(batch: dict, count: int) -> dict:
+  """This device's rows split into `count` micro-batches [count, rows / count, ...], strided: micro-batch
+  k holds local rows k, k + count, k + 2 count, ... Every device holds as many rows, a multiple of
+  `count`, so micro-batch k is the global rows i with i % count == k on any device count, and a
+  row's place in it, i // count, is its global index there (dropout's, `zoo/models/dropout.py`)."""
+  split = lambda x: jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def _accumulated_gradient(state: TrainState, batch: dict, rng, settings: 'StepSettings'):
+  """`_gradient` averaged over `settings.accumulate_steps` micro-batches (`micro_batches`), one at a
+  time (`lax.scan`), so that only one micro-batch's activations are held. Each micro-batch's forward
+  pass normalises with its own BatchNorm statistics and updates the running ones in turn, as a
+  PyTorch loop of N backward passes before one optimizer step does; dropout draws from the
+  micro-batch's own key."""
+  count = settings.accumulate_steps
+  micro = micro_batches(batch, count)
+
+  def one(carry, index_and_rows):
+    grads, sums, batch_stats = carry
+    index, rows = index_and_rows
+    g, s, batch_stats = _gradient(state, batch_stats, rows, jax.random.fold_in(rng, index), settings.label_smoothing)
+    return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, sums, s), batch_stats), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  shapes = jax.eval_shape(lambda: _gradient(state, state.batch_stats, first, rng, settings.label_smoothing))
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes[:2])
+  (grads, sums, batch_stats), _ = lax.scan(one, (*zeros, state.batch_stats), (jnp.arange(count), micro))
+  return jax.tree.map(lambda g: g / count, grads), sums, batch_stats
+
+
 def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, settings: StepSettings):
   """Runs on one device's rows. Gradients, metrics and BatchNorm statistics are combined across
   the `data` axis, so every device ends the step with the same replicated state. The metric sums
@@ -179,27 +231,17 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, settings:
   # The same key on every device: the run's seed and the step. The models fold in each example's
   # global index (`zoo/models/dropout.py`), so masks do not depend on which device holds a row.
   rng = jax.random.fold_in(rng, state.step)
-  local_count = batch['mask'].shape[0]
-
-  def loss_fn(params):
-    variables = {'params': params}
-    mutable = []
-    if state.batch_stats:
-      variables['batch_stats'] = state.batch_stats
-      mutable = ['batch_stats']
-    logits, updates = state.apply_fn(variables, batch['inputs'], train=True, rngs={'dropout': rng},
-                                     mutable=mutable)
-    sums = classification_sums(logits, batch['label'], batch['mask'], settings.label_smoothing)
-    return sums['loss_sum'] / local_count, (sums, updates)
-
-  grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+  if settings.accumulate_steps > 1:
+    grads, sums, updated_stats = _accumulated_gradient(state, batch, rng, settings)
+  else:
+    grads, sums, updated_stats = _gradient(state, state.batch_stats, batch, rng, settings.label_smoothing)
   grads = lax.pmean(grads, AXIS)  # Equal rows per device: the mean of means is the global mean.
   # With `apply_fn` on the `data` axis (`on_axis`), BatchNorm already averaged the batch mean and
   # variance over the devices, so every device computed the same running statistics and this mean
   # changes them by at most a last bit (a sum of N equal values, divided by N). It is kept: it costs one
   # all-reduce of a few KB per step and keeps the state replicated for a model whose BatchNorm is
   # not synchronised (a module without `axis_name`, or the plain model the benchmark compares with).
-  batch_stats = lax.pmean(updates['batch_stats'], AXIS) if state.batch_stats else state.batch_stats
+  batch_stats = lax.pmean(updated_stats, AXIS) if state.batch_stats else state.batch_stats
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if settings.lookahead is not None:
     new_state = settings.lookahead(new_state)
