@@ -110,6 +110,13 @@ class Config:
   label_smoothing: float = _field(0.0, 'Label smoothing for the cross-entropy loss.')
   augment: bool = _field(False, 'Random crop (--crop_padding px reflect padding) and horizontal flip of '
                          'training images.')
+  mixup_alpha: float = _field(0.0, 'Mixup (images): blend every training image with a partner from the same batch '
+                              'and their targets alike, lam x image + (1 - lam) x partner with lam ~ Beta(A, A), '
+                              'one lam per batch (timm\'s Mixup; 0: off; 0.2 to 1 are usual).')
+  cutmix_alpha: float = _field(0.0, 'CutMix (images): paste a box of a partner from the same batch into every '
+                               'training image, the box\'s share of the image 1 - lam with lam ~ Beta(A, A), and mix '
+                               'the targets by the areas (0: off; 1.0 is usual). With --mixup_alpha too, each batch '
+                               'is one or the other at even odds.')
   crop_padding: int = _field(4, 'Reflect padding of the random crop, in pixels (4: He et al.; 2: airbench).',
                              at_least=0, at_most=16)
   alternating_flip: bool = _field(False, 'With --augment: mirror each image at random in even epochs and the '
@@ -206,6 +213,10 @@ class Config:
     if self.optimizer == 'muon' and (self.muon_learning_rate <= 0 or not 0 <= self.muon_momentum < 1):
       raise ZooError(f'--optimizer=muon: --muon_learning_rate={self.muon_learning_rate} or --muon_momentum='
                      f'{self.muon_momentum} is out of range; pass a positive rate and 0 <= momentum < 1')
+    for name in ('mixup_alpha', 'cutmix_alpha'):
+      if getattr(self, name) < 0:
+        raise ZooError(f'--{name}={getattr(self, name)} is negative; pass a positive alpha such as --{name}=1.0, or 0 '
+                       'for none')
     if not 0 <= self.ema_decay < 1:
       raise ZooError(f'--ema_decay={self.ema_decay} is out of range; pass 0 <= --ema_decay < 1 (e.g. 0.999; 0: no average)')
     if self.lookahead and not 0 <= self.lookahead_decay <= 1:

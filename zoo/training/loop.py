@@ -83,6 +83,9 @@ def _open(config: Config, workdir: Path, data_dir):
   source = finetune.read_source(config, workdir)  # a fine-tune's first start (None when resuming)
   dataset = open_dataset(config, data_dir, workdir)
   models.check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
+  if (config.mixup_alpha or config.cutmix_alpha) and dataset.kind != 'image':
+    raise ZooError(f'--mixup_alpha and --cutmix_alpha mix images, and {config.data_name} is {dataset.kind}; '
+                   'drop them (set them to 0) for this dataset')
   train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
   steps_per_epoch = pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
   if steps_per_epoch == 0:

@@ -19,6 +19,8 @@ from flax.training import train_state
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from zoo.data import mixing
+
 AXIS = 'data'
 
 
@@ -150,19 +152,31 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def classification_sums(logits, labels, mask, label_smoothing: float = 0.0) -> dict:
-  """Masked sums of loss and correct predictions; one logit means binary (sigmoid) classification."""
-  if logits.shape[-1] == 1:
+def _targets(labels, outputs: int, dtype, label_smoothing: float):
+  """Each example's target: a probability of class 1 for one output, else a distribution over classes."""
+  if outputs == 1:
+    targets = labels.astype(dtype)
+    return targets * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else targets
+  targets = jax.nn.one_hot(labels, outputs, dtype=dtype)
+  return optax.smooth_labels(targets, label_smoothing) if label_smoothing else targets
+
+
+def classification_sums(logits, labels, mask, label_smoothing: float = 0.0, partner_labels=None,
+                        weight=None) -> dict:
+  """Masked sums of loss and correct predictions; one logit means binary (sigmoid) classification.
+  Mixed examples (`zoo.data.mixing`) give `partner_labels` and `weight`, the share of `labels` in
+  the target (the rest is the partner's); a prediction counts as correct for the larger share."""
+  outputs = logits.shape[-1]
+  targets = _targets(labels, outputs, logits.dtype, label_smoothing)
+  if partner_labels is not None:
+    share = weight.astype(logits.dtype) if outputs == 1 else weight.astype(logits.dtype)[:, None]
+    targets = share * targets + (1 - share) * _targets(partner_labels, outputs, logits.dtype, label_smoothing)
+    labels = jnp.where(weight >= 0.5, labels, partner_labels)
+  if outputs == 1:
     logits = logits[..., 0]
-    targets = labels.astype(logits.dtype)
-    if label_smoothing:
-      targets = targets * (1 - label_smoothing) + 0.5 * label_smoothing
     losses = optax.sigmoid_binary_cross_entropy(logits, targets)
     correct = (logits > 0) == (labels > 0)
   else:
-    targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-    if label_smoothing:
-      targets = optax.smooth_labels(targets, label_smoothing)
     losses = optax.softmax_cross_entropy(logits, targets)
     correct = jnp.argmax(logits, -1) == labels
   return {'loss_sum': jnp.sum(losses * mask), 'correct': jnp.sum(correct * mask), 'count': jnp.sum(mask)}
@@ -186,7 +200,8 @@ def _gradient(state: TrainState, batch_stats, batch: dict, rng, label_smoothing:
       mutable = ['batch_stats']
     logits, updates = state.apply_fn(variables, batch['inputs'], train=True, rngs={'dropout': rng},
                                      mutable=mutable)
-    sums = classification_sums(logits, batch['label'], batch['mask'], label_smoothing)
+    sums = classification_sums(logits, batch['label'], batch['mask'], label_smoothing, batch.get('partner_label'),
+                               batch.get('weight'))
     return sums['loss_sum'] / local_count, (sums, updates)
 
   grads, (sums, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -231,6 +246,8 @@ def _train_step(state: TrainState, metrics: dict, batch: dict, rng, *, settings:
   # The same key on every device: the run's seed and the step. The models fold in each example's
   # global index (`zoo/models/dropout.py`), so masks do not depend on which device holds a row.
   rng = jax.random.fold_in(rng, state.step)
+  if 'mix' in batch:  # --mixup_alpha, --cutmix_alpha: every row carries its partner's image and label
+    batch = mixing.mixed_batch(batch)
   if settings.accumulate_steps > 1:
     grads, sums, updated_stats = _accumulated_gradient(state, batch, rng, settings)
   else:
@@ -278,27 +295,36 @@ def make_train_step(mesh, settings: StepSettings = StepSettings()):
 def make_train_loop(mesh, preprocess_on_device, settings: StepSettings = StepSettings()):
   """Several train steps per call on a split held on the devices.
 
-  (state, metric sums, inputs, labels, order, noise, first, num_steps, rng) -> (state, metric sums):
-  runs global steps `first .. first+num_steps-1` of the epoch plan (`pipeline.epoch_plan`; order
-  and noise sharded over `data` on their batch axis), each device gathering and preprocessing its
-  rows of every batch from the replicated `inputs`/`labels`. The same steps as `make_train_step`
-  fed the same batches. `num_steps` is traced: one compilation serves every chunk length.
+  (state, metric sums, inputs, labels, order, noise, first, num_steps, rng[, mixing]) -> (state,
+  metric sums): runs global steps `first .. first+num_steps-1` of the epoch plan
+  (`pipeline.epoch_plan`; order and noise sharded over `data` on their batch axis; `mixing`, the
+  epoch's `zoo.data.mixing.plan`, alike), each device gathering and preprocessing its rows of every
+  batch (and their partners) from the replicated `inputs`/`labels`. The same steps as
+  `make_train_step` fed the same batches. `num_steps` is traced: one compilation serves every chunk length.
   Why: no host work, no host-to-device transfer and no dispatch per step; tf.data shares the CPU
   cores with the step (what that costs: the benchmark's pipeline-overhead column, docs/performance.md).
   """
-  def per_device(state, metrics, inputs, labels, order, noise, first, num_steps, rng):
+  def rows(inputs, labels, indices, noise):
+    return preprocess_on_device(inputs[indices], noise if noise.shape[-1] else None), labels[indices]
+
+  def per_device(state, metrics, inputs, labels, order, noise, first, num_steps, rng, mixing_plan):
     def one_step(i, carry):
-      indices = order[first + i]
-      step_noise = noise[first + i] if noise.shape[-1] else None
-      batch = {'inputs': preprocess_on_device(inputs[indices], step_noise), 'label': labels[indices],
-               'mask': jnp.ones(indices.shape, jnp.float32)}
+      images, label = rows(inputs, labels, order[first + i], noise[first + i])
+      batch = {'inputs': images, 'label': label, 'mask': jnp.ones(label.shape, jnp.float32)}
+      if mixing_plan is not None:
+        partner_images, partner_label = rows(inputs, labels, mixing_plan['partner'][first + i],
+                                             mixing_plan['partner_noise'][first + i])
+        batch.update(partner_inputs=partner_images, partner_label=partner_label, mix=mixing_plan['mix'][first + i])
       return _train_step(*carry, batch, rng, settings=settings)
     return lax.fori_loop(0, num_steps, one_step, (state, metrics))
 
   plan = P(None, AXIS)
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(), P(), plan, plan, P(), P(), P()),
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(), P(), plan, plan, P(), P(), P(), plan),
                           out_specs=(P(), P()), check_vma=False)
-  return jax.jit(sharded, donate_argnums=(0, 1))
+
+  def loop(state, metrics, inputs, labels, order, noise, first, num_steps, rng, mixing_plan=None):
+    return sharded(state, metrics, inputs, labels, order, noise, first, num_steps, rng, mixing_plan)
+  return jax.jit(loop, donate_argnums=(0, 1))
 
 
 def make_logits_loop(mesh, preprocess_on_device):
