@@ -94,7 +94,7 @@ def _open(config: Config, workdir: Path, data_dir):
   return dataset, train_split, eval_split, steps_per_epoch, source
 
 
-def _data_for_init(model, dataset, train_split) -> tuple:
+def data_for_init(model, dataset, train_split) -> tuple:
   """(preprocessed inputs, labels) of the first `model.init_examples` training examples (None: all)
   for a model with a data-dependent initialisation (`init_from_data`: airbench's whitening layer,
   the n-gram model's Naive Bayes ratios); () for the others."""
@@ -145,7 +145,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
   dataset, train_split, eval_split, steps_per_epoch, source = _open(config, workdir, data_dir)
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, train_split.inputs[:1]),
                           steps_per_epoch, mesh)
-  state = program.init_state(*_data_for_init(program.model, dataset, train_split))
+  state = program.init_state(*data_for_init(program.model, dataset, train_split))
   start = finetune.start_from(program, state, source, workdir) if source else None  # raises if it does not fit
   if _is_chief():  # Only once every name, split and source has proven valid: a typo must not be recorded.
     workdir_lib.record_config(config, workdir)
