@@ -37,12 +37,14 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.ERROR)
   try:
-    from zoo import export
+    from zoo import export, packed
+    from zoo import workdir as workdir_lib
     written = export.export(FLAGS.workdir, FLAGS.format, FLAGS.output, FLAGS.checkpoint_step, FLAGS.dtype)
+    weights = workdir_lib.trained_config(packed.locate(FLAGS.workdir)).weights
   except ZooError as e:
     exit_with(e)
-  print(json.dumps({'workdir': FLAGS.workdir, 'format': FLAGS.format, 'written': [str(p) for p in written]}),
-        flush=True)
+  print(json.dumps({'workdir': FLAGS.workdir, 'format': FLAGS.format, 'written': [str(p) for p in written],
+                    'weights': weights}), flush=True)
 
 
 if __name__ == '__main__':

@@ -31,10 +31,18 @@ flags.adopt_module_key_flags(predictions)
 def define_flags(defaults: Config, flag_values: flags.FlagValues = FLAGS) -> None:
   """Defines --mode, --workdir, --data_dir, --checkpoint_step and one flag per Config field, with
   the field's help text and `defaults`' value."""
-  flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
+  flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'lr_find'],
                     'train (resumes from the workdir\'s latest checkpoint), eval (a workdir\'s checkpoint '
-                    'on --eval_split), or predict (--image files or --text strings -> one JSON line each).',
-                    flag_values=flag_values)
+                    'on --eval_split), predict (--image files or --text strings -> one JSON line each), or '
+                    'lr_find (fastai\'s learning-rate range test of this training: writes lr_find.png into '
+                    '--workdir, or the current directory without it, and prints the suggested rate; nothing '
+                    'else is written).', flag_values=flag_values)
+  flags.DEFINE_integer('lr_find_steps', None, '--mode=lr_find: steps of the range test, fewer when the loss '
+                       'diverges first (default: fastai\'s, zoo/training/lr_find.py).', flag_values=flag_values)
+  flags.DEFINE_float('lr_find_start', None, '--mode=lr_find: the first step\'s learning rate (default: fastai\'s).',
+                     flag_values=flag_values)
+  flags.DEFINE_float('lr_find_end', None, '--mode=lr_find: the rate the test would reach at its last step '
+                     '(default: fastai\'s).', flag_values=flag_values)
   flags.DEFINE_string('workdir', None, 'Run directory: config, checkpoints, history, plots, TensorBoard. '
                       'Default: workdirs/<dataset or folder name>_<model>.', flag_values=flag_values)
   flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).',
@@ -179,6 +187,16 @@ def _evaluate(workdir: Path) -> dict:
                        model_settings=_given_model_settings(FLAGS), **overrides)
 
 
+def _find_learning_rate() -> dict:
+  from zoo import workdir as workdir_lib
+  from zoo.training import lr_find
+  folder = Path(FLAGS.workdir) if FLAGS.workdir else Path.cwd()
+  folder.mkdir(parents=True, exist_ok=True)
+  given = {name: FLAGS[f'lr_find_{name}'].value for name in ('steps', 'start', 'end')}
+  return lr_find.find(config_from_flags(), FLAGS.data_dir, workdir_lib.lr_find_plot_path(folder),
+                      **{name: value for name, value in given.items() if value is not None})
+
+
 def run(argv) -> None:
   if len(argv) > 1:
     from absl import app
@@ -189,6 +207,9 @@ def run(argv) -> None:
     workdir = _workdir()
     if FLAGS.mode == 'train':
       print(json.dumps(_train(workdir)), flush=True)
+      return
+    if FLAGS.mode == 'lr_find':
+      print(json.dumps(_find_learning_rate()), flush=True)
       return
     from zoo import packed
     workdir = packed.locate(workdir)  # a shipped model's name, a .zoo file or URL: its folder

@@ -49,7 +49,8 @@ def main(argv) -> None:
   except ZooError as e:
     exit_with(e)
   signal.signal(signal.SIGTERM, _stop_on_sigterm)
-  print(f'Serving {trained.config.model} on {trained.config.data_name} (step {trained.step}) at {server.url}  '
+  print(f'Serving {trained.config.model} on {trained.config.data_name} (step {trained.step}, the {trained.config.weights} '
+        f'weights) at {server.url}  '
         '(Ctrl-C stops)', flush=True)
   try:
     server.serve_forever()

@@ -1,7 +1,8 @@
 """Orbax checkpoints in `<workdir>/checkpoints`, readable with plain orbax and no zoo code.
 
 A checkpoint is one PyTree: {'step', 'params', 'batch_stats', 'opt_state', 'epoch_metrics'} (and
-'lookahead' for runs with --lookahead).
+'lookahead' for runs with --lookahead, 'ema' {'params', 'batch_stats'} for runs with --ema_decay: the
+model such a run stands for, `model_variables`).
 `ocp.CheckpointManager(W / 'checkpoints').restore(step, args=ocp.args.StandardRestore())` returns it
 as a dict of NumPy arrays whose `params` (and `batch_stats`, when the model has BatchNorm) feed
 `model.apply` directly. The zoo restores onto the
@@ -63,7 +64,20 @@ def _tree(state, epoch_metrics) -> dict:
     tree['batch_stats'] = state.batch_stats
   if state.lookahead is not None:  # --lookahead's average, which a resumed run goes on from
     tree['lookahead'] = state.lookahead
+  if state.ema is not None:  # --ema_decay's average: what evaluation and zoo.load use
+    tree['ema'] = state.ema
   return tree
+
+
+def model_variables(tree: dict) -> dict:
+  """The variables ({'params'}, and 'batch_stats' for BatchNorm models) that stand for the model of a
+  checkpoint's PyTree (`restore_arrays`): its exponential moving average when the run kept one
+  (--ema_decay), else its weights. A packed model holds these alone."""
+  source = tree.get('ema') or tree
+  variables = {'params': source['params']}
+  if source.get('batch_stats'):
+    variables['batch_stats'] = source['batch_stats']
+  return variables
 
 
 def save(manager: ocp.CheckpointManager, state, epoch_metrics) -> None:

@@ -79,6 +79,11 @@ class Config:
   epochs: int = _field(10, 'Number of passes over --train_split.', at_least=1)
   batch_size: int = _field(32, 'Global batch size, split evenly over every device of every process; must '
                            'divide by the number of devices.')
+  accumulate_steps: int = _field(1, 'Split every --batch_size batch into N micro-batches, computed one after the '
+                                 'other and their gradients averaged for one optimizer step: the memory of a batch '
+                                 'of --batch_size / N, the step of --batch_size (BatchNorm normalises each '
+                                 'micro-batch by itself). --batch_size must divide by N x the device count.',
+                                 at_least=1)
   eval_batch_size: int = _field(500, 'Global eval batch size; the last batch is padded and masked.', 'eval')
   optimizer: str = _field('adam', 'adam | adamw | sgd (momentum --momentum, --nesterov) | muon (airbench94_muon: '
                           'Muon for the parameters a rule gives it, by default the convolution filters, at '
@@ -105,6 +110,13 @@ class Config:
   label_smoothing: float = _field(0.0, 'Label smoothing for the cross-entropy loss.')
   augment: bool = _field(False, 'Random crop (--crop_padding px reflect padding) and horizontal flip of '
                          'training images.')
+  mixup_alpha: float = _field(0.0, 'Mixup (images): blend every training image with a partner from the same batch '
+                              'and their targets alike, lam x image + (1 - lam) x partner with lam ~ Beta(A, A), '
+                              'one lam per batch (timm\'s Mixup; 0: off; 0.2 to 1 are usual).')
+  cutmix_alpha: float = _field(0.0, 'CutMix (images): paste a box of a partner from the same batch into every '
+                               'training image, the box\'s share of the image 1 - lam with lam ~ Beta(A, A), and mix '
+                               'the targets by the areas (0: off; 1.0 is usual). With --mixup_alpha too, each batch '
+                               'is one or the other at even odds.')
   crop_padding: int = _field(4, 'Reflect padding of the random crop, in pixels (4: He et al.; 2: airbench).',
                              at_least=0, at_most=16)
   alternating_flip: bool = _field(False, 'With --augment: mirror each image at random in even epochs and the '
@@ -116,6 +128,10 @@ class Config:
   lookahead_every_steps: int = _field(5, 'Steps between --lookahead averaging steps.', at_least=1)
   lookahead_decay: float = _field(0.95, 'Per-step decay of the --lookahead average at the end of training '
                                   '(it rises as (step / total steps)**3).')
+  ema_decay: float = _field(0.0, 'Keep an exponential moving average of the weights and BatchNorm statistics '
+                            '(after every optimizer step: average = D x average + (1 - D) x weights, from the '
+                            'initial weights; it spans about 1 / (1 - D) steps). 0: none. Evaluation, the report, '
+                            'zoo.load, export and serving then use the average; it is checkpointed with the run.')
   init_from: str = _field('', 'Fine-tune: start from the latest checkpoint of this trained workdir (its parameters '
                           'and BatchNorm statistics; a fresh optimizer). A classifier head of another width '
                           '(other classes) is created anew. Texts are read with its vocabulary (same --vocab_size '
@@ -153,6 +169,12 @@ class Config:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata['role'] in roles)
 
   @property
+  def weights(self) -> str:
+    """Which weights stand for the trained model in evaluation, the report, zoo.load, export and
+    serving, as their logs and JSON say: 'ema' (the moving average of --ema_decay) or 'trained'."""
+    return 'ema' if self.ema_decay else 'trained'
+
+  @property
   def data_name(self) -> str:
     """The TFDS dataset's name, or the folder's."""
     folder = self.image_folder or self.text_folder
@@ -181,11 +203,22 @@ class Config:
         raise ZooError(f'--{name}={value} is not a positive multiple of the device count ({device_count}), '
                        f'and the global batch is split evenly over the devices; pass e.g. '
                        f'--{name}={max(value // device_count, 1) * device_count}')
+    if self.batch_size % (device_count * self.accumulate_steps):
+      multiple = device_count * self.accumulate_steps
+      raise ZooError(f'--batch_size={self.batch_size} does not split into --accumulate_steps={self.accumulate_steps} '
+                     f'equal micro-batches on each of {device_count} device(s); pass a --batch_size that divides '
+                     f'by {multiple}, e.g. --batch_size={max(self.batch_size // multiple, 1) * multiple}')
     if self.learning_rate <= 0:
       raise ZooError(f'--learning_rate={self.learning_rate} is not positive; pass a rate such as --learning_rate=0.001')
     if self.optimizer == 'muon' and (self.muon_learning_rate <= 0 or not 0 <= self.muon_momentum < 1):
       raise ZooError(f'--optimizer=muon: --muon_learning_rate={self.muon_learning_rate} or --muon_momentum='
                      f'{self.muon_momentum} is out of range; pass a positive rate and 0 <= momentum < 1')
+    for name in ('mixup_alpha', 'cutmix_alpha'):
+      if getattr(self, name) < 0:
+        raise ZooError(f'--{name}={getattr(self, name)} is negative; pass a positive alpha such as --{name}=1.0, or 0 '
+                       'for none')
+    if not 0 <= self.ema_decay < 1:
+      raise ZooError(f'--ema_decay={self.ema_decay} is out of range; pass 0 <= --ema_decay < 1 (e.g. 0.999; 0: no average)')
     if self.lookahead and not 0 <= self.lookahead_decay <= 1:
       raise ZooError(f'--lookahead_decay={self.lookahead_decay} is out of range; pass 0 <= --lookahead_decay <= 1')
 

@@ -151,7 +151,6 @@ def load(workdir, step: int | None = None) -> TrainedModel:
   config, description, dataset = opened.config, opened.description, opened.dataset
   model = builder.create_model(config, dataset.model_kwargs())
   step, tree = checkpoints.restore_arrays(workdir, step)
-  variables: dict[str, Any] = {'params': tree['params']}
-  if 'batch_stats' in tree:
-    variables['batch_stats'] = tree['batch_stats']
+  variables: dict[str, Any] = checkpoints.model_variables(tree)
+  log.info('%s step %d: the %s weights', workdir, step, config.weights)
   return TrainedModel(model, variables, config, step, list(description['class_names']), description, dataset)

@@ -38,7 +38,6 @@ FORMAT_VERSION = 1
 DTYPES = ('float32', 'float16')
 SUFFIX = '.zoo'
 SHIPPED = Path(__file__).resolve().parent / 'trained'  # <dataset>/<model>/ packed folders in the package
-COLLECTIONS = ('params', 'batch_stats')
 
 
 def is_packed(folder) -> bool:
@@ -93,7 +92,7 @@ def write_folder(workdir, folder, step: int | None = None, dtype: str = 'float32
       shutil.copyfile(workdir / name, folder / name)
   if card is not None:
     (folder / CARD_FILE).write_text(card)
-  arrays = _flatten({c: tree[c] for c in COLLECTIONS if c in tree})
+  arrays = _flatten(checkpoints.model_variables(tree))  # a run's moving average, if it kept one
   save_file({k: v.astype(dtype) if v.dtype.kind == 'f' else v for k, v in arrays.items()}, str(folder / WEIGHTS_FILE))
   files = {path.name: _sha256(path) for path in sorted(folder.iterdir())}
   manifest = {'format': FORMAT, 'version': FORMAT_VERSION, 'step': int(step), 'dtype': dtype, 'files': files}

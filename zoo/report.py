@@ -112,6 +112,28 @@ def plot_history(history: list[dict], path: Path, *, title: str = '') -> None:
   plt.close(fig)
 
 
+def plot_lr_find(learning_rates, smoothed_losses, suggested: float, path: Path, *, title: str = '') -> None:
+  """The learning-rate range test's figure (`zoo.training.lr_find`): the smoothed loss against the
+  rate on a log scale, the suggested rate marked, as fastai's `plot_lr_find` draws it."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot(learning_rates, smoothed_losses)
+  marked = int(np.argmin(np.abs(np.log(np.asarray(learning_rates)) - math.log(suggested))))
+  ax.plot(learning_rates[marked], smoothed_losses[marked], 'o', color='red', label=f'suggested: {suggested:.2e}')
+  ax.set_xscale('log')
+  ax.set_xlabel('Learning rate')
+  ax.set_ylabel('Loss (smoothed)')
+  if title:
+    ax.set_title(title, parse_math=False)
+  ax.legend(loc='upper left')
+  fig.tight_layout()
+  with workdir_lib.full_disk_as_error(path):
+    fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def write_report(directory, metrics: dict, probabilities: np.ndarray, labels: np.ndarray, *, kind: str,
                  examples, history: list[dict], title: str, summary: dict) -> Path:
   """Writes the report of one evaluation into `directory` (created) and returns its `index.html`.

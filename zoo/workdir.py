@@ -10,6 +10,7 @@
   history.json         one entry per epoch; history.png, its plot
   tensorboard/         event files
   eval.json            written by --mode=eval; report/, its figures and page
+  lr_find.png          written by --mode=lr_find (which writes nothing else)
 ```
 Writes are atomic (a temporary file and a rename), so a kill or a full disk never leaves half a
 file, and only process 0 writes, except where a function says otherwise. A full disk stops the run
@@ -42,6 +43,7 @@ PLOT_FILE = 'history.png'
 TENSORBOARD_DIR = 'tensorboard'
 EVAL_FILE = 'eval.json'
 REPORT_DIR = 'report'
+LR_FIND_PLOT = 'lr_find.png'
 
 # The workdir format this zoo writes and reads. A change to what any workdir file holds, or means,
 # that this code could not read from a workdir of the previous version bumps it.
@@ -267,3 +269,7 @@ def write_eval(workdir, report: dict) -> None:
 
 def report_dir(workdir) -> Path:
   return Path(workdir) / REPORT_DIR
+
+
+def lr_find_plot_path(workdir) -> Path:
+  return Path(workdir) / LR_FIND_PLOT

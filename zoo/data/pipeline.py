@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from zoo.data import tensorflow_import
+from zoo.data import mixing, tensorflow_import
 
 # (inputs batch, per-example uniform noise in [0, 1) or None at eval) -> model-ready inputs, as
 # tf.Tensors. TensorFlow is imported where tf.data is built: a machine with JAX alone (a GPU box)
@@ -75,22 +75,32 @@ def epoch_plan(num_examples: int, global_batch: int, seed: int, epoch: int, nois
 
 def train_batches(split: ArraySplit, preprocess: Preprocess, *, global_batch: int, seed: int,
                   epoch: int, start_step: int = 0, noise_per_example: int = 0,
-                  alternating_columns: tuple[int, ...] = (),
+                  alternating_columns: tuple[int, ...] = (), mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                   process: ProcessSlice = ProcessSlice()) -> Iterator[dict]:
-  """This process's share of the epoch's global batches, from `start_step` on."""
+  """This process's share of the epoch's global batches, from `start_step` on; with mixing
+  (`zoo.data.mixing`), each row's partner (`partner_inputs`, `partner_label`) and draws (`mix`)."""
   tf = tensorflow_import.tensorflow()
   order, noise = epoch_plan(split.num_examples, global_batch, seed, epoch, noise_per_example,
                             alternating_columns)
+  plan = {'order': order, 'noise': noise}
+  if mixup_alpha or cutmix_alpha:
+    plan.update(mixing.plan(order, noise, seed, epoch, mixup_alpha, cutmix_alpha))
   rows = process.of(global_batch)
-  order, noise = order[start_step:, rows], noise[start_step:, rows]
+  plan = {k: v[start_step:, rows] for k, v in plan.items()}
   inputs, labels = tf.constant(split.inputs), tf.constant(split.labels)
 
-  def make_batch(indices, batch_noise):
-    return {'inputs': preprocess(tf.gather(inputs, indices), batch_noise if noise_per_example else None),
-            'label': tf.gather(labels, indices),
-            'mask': tf.ones_like(indices, dtype=tf.float32)}
+  def examples(indices, batch_noise):
+    return preprocess(tf.gather(inputs, indices), batch_noise if noise_per_example else None), tf.gather(labels, indices)
 
-  dataset = tf.data.Dataset.from_tensor_slices((order, noise))
+  def make_batch(step):
+    images, label = examples(step['order'], step['noise'])
+    batch = {'inputs': images, 'label': label, 'mask': tf.ones_like(step['order'], dtype=tf.float32)}
+    if 'mix' in step:
+      partner_images, partner_label = examples(step['partner'], step['partner_noise'])
+      batch.update(partner_inputs=partner_images, partner_label=partner_label, mix=step['mix'])
+    return batch
+
+  dataset = tf.data.Dataset.from_tensor_slices(plan)
   dataset = dataset.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 

@@ -90,24 +90,27 @@ class Program:
     n-gram model's Naive Bayes ratios) get it from `init_inputs` (preprocessed training inputs) and
     `init_labels`; restoring a checkpoint overrides it."""
     state = steps.create_train_state(self.model, self.optimizer, self.sample, jax.random.key(self.config.seed),
-                                     self.mesh, self.config.lookahead)
+                                     self.mesh, self.config.lookahead, ema=self.config.ema_decay > 0)
     if init_inputs is None or models.contract_of(self.model).init_from_data is None:
       return state
     params = self.model.init_from_data(jax.device_get(state.params), init_inputs, init_labels)
     replicate = lambda tree: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(self.mesh)), tree)
     state = state.replace(params=replicate(params), opt_state=replicate(self.optimizer.init(params)))
-    if state.lookahead is not None:
-      state = state.replace(lookahead=replicate({'params': params, 'batch_stats': state.batch_stats}))
-    return state
+    return steps.averages_restarted(state)
+
+  @functools.cached_property
+  def step_settings(self) -> steps.StepSettings:
+    return steps.StepSettings(self.config.label_smoothing, self.lookahead, self.config.ema_decay,
+                              self.config.accumulate_steps)
 
   @functools.cached_property
   def train_step(self):
     """(state, metric sums, global batch, rng) -> (state, metric sums): one step, batches from the host."""
-    return steps.make_train_step(self.mesh, self.config.label_smoothing, self.lookahead)
+    return steps.make_train_step(self.mesh, self.step_settings)
 
   def train_loop(self, preprocess_on_device):
     """Several steps per call on a split held on the devices (`steps.make_train_loop`)."""
-    return steps.make_train_loop(self.mesh, preprocess_on_device, self.config.label_smoothing, self.lookahead)
+    return steps.make_train_loop(self.mesh, preprocess_on_device, self.step_settings)
 
   @functools.cached_property
   def logits_step(self):

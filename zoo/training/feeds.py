@@ -15,7 +15,7 @@ read only what says how batches are made and dispatched (batch sizes, seed, pipe
 import jax
 import numpy as np
 
-from zoo.data import pipeline
+from zoo.data import mixing, pipeline
 from zoo.training import steps
 
 # 'auto' holds a training split on the devices up to this size (it is replicated on each device).
@@ -48,7 +48,8 @@ class HostFeed:
     self._batches = pipeline.train_batches(
         self.split, self.dataset.preprocess, global_batch=self.config.batch_size, seed=self.config.seed,
         epoch=epoch, start_step=first_step, noise_per_example=self.dataset.noise_per_example,
-        alternating_columns=self.dataset.alternating_noise_columns, process=_process_slice())
+        alternating_columns=self.dataset.alternating_noise_columns, mixup_alpha=self.config.mixup_alpha,
+        cutmix_alpha=self.config.cutmix_alpha, process=_process_slice())
 
   def run(self, state, metrics, rng, num_steps: int):
     for _ in range(num_steps):
@@ -73,6 +74,7 @@ class DeviceFeed:
     self._loop = program.train_loop(dataset.preprocess_on_device)
     self._compiled = None
     self._plan = None
+    self._mixing = None
     self._next = 0
     self.flops_per_step = 0.0
 
@@ -80,12 +82,17 @@ class DeviceFeed:
     order, noise = pipeline.epoch_plan(self.num_examples, self.config.batch_size, self.config.seed, epoch,
                                        self.dataset.noise_per_example, self.dataset.alternating_noise_columns)
     sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, steps.AXIS))
-    self._plan = (steps.put_global(order, sharding), steps.put_global(noise, sharding))
+    shard = lambda tree: jax.tree.map(lambda x: steps.put_global(x, sharding), tree)
+    mixing_plan = None
+    if self.config.mixup_alpha or self.config.cutmix_alpha:
+      mixing_plan = mixing.plan(order, noise, self.config.seed, epoch, self.config.mixup_alpha, self.config.cutmix_alpha)
+    self._plan = (shard(order), shard(noise))
+    self._mixing = shard(mixing_plan)
     self._next = first_step
 
   def run(self, state, metrics, rng, num_steps: int):
     args = (state, metrics, self._inputs, self._labels, *self._plan, np.int32(self._next),
-            np.int32(num_steps), rng)
+            np.int32(num_steps), rng, self._mixing)
     if self._compiled is None:
       lowered = self._loop.lower(*args)
       # XLA counts a loop's body once: the loop's count is one step's (plus the batch gather).

@@ -87,7 +87,8 @@ def read_source(config: Config, workdir) -> Optional[Source]:
   source_config = workdir_lib.trained_config(config.init_from)  # a fine-tuning source must be a trained workdir
   _check_text_inputs(config, source_config, workdir_lib.read_description(config.init_from))
   step, tree = checkpoints.restore_arrays(config.init_from)
-  return Source(config.init_from, step, {c: _flat(tree.get(c, {})) for c in COLLECTIONS})
+  variables = checkpoints.model_variables(tree)  # the source's moving average, if it kept one
+  return Source(config.init_from, step, {c: _flat(variables.get(c, {})) for c in COLLECTIONS})
 
 
 def _check_text_inputs(config: Config, source_config: Config, description: Optional[dict]) -> None:
@@ -130,7 +131,7 @@ def _check_recorded(workdir, source: Source, record: dict) -> None:
 
 def start_from(program, state: steps.TrainState, source: Source, workdir) -> Start:
   """`state` (freshly initialised) with the source's arrays copied in, a fresh optimizer state and
-  lookahead average; raises ZooError when the source does not fit. Writes nothing."""
+  averages (lookahead, EMA); raises ZooError when the source does not fit. Writes nothing."""
   copied, new, merged = {}, [], {}
   for collection in COLLECTIONS:
     target = _flat(jax.device_get(getattr(state, collection)))
@@ -161,9 +162,7 @@ def start_from(program, state: steps.TrainState, source: Source, workdir) -> Sta
   params, batch_stats = replicate(merged['params']), replicate(merged['batch_stats'])
   state = state.replace(params=params, batch_stats=batch_stats,
                         opt_state=replicate(program.optimizer.init(jax.device_get(params))))
-  if state.lookahead is not None:
-    state = state.replace(lookahead=replicate({'params': merged['params'], 'batch_stats': merged['batch_stats']}))
-  return Start(state, record)
+  return Start(steps.averages_restarted(state), record)
 
 
 def record(workdir, start: Start, dataset) -> None:

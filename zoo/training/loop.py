@@ -83,6 +83,9 @@ def _open(config: Config, workdir: Path, data_dir):
   source = finetune.read_source(config, workdir)  # a fine-tune's first start (None when resuming)
   dataset = open_dataset(config, data_dir, workdir)
   models.check_input(config.model, dataset.kind, getattr(dataset, 'image_shape', None))
+  if (config.mixup_alpha or config.cutmix_alpha) and dataset.kind != 'image':
+    raise ZooError(f'--mixup_alpha and --cutmix_alpha mix images, and {config.data_name} is {dataset.kind}; '
+                   'drop them (set them to 0) for this dataset')
   train_split, eval_split = dataset.load(config.train_split), dataset.load(config.eval_split)
   steps_per_epoch = pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
   if steps_per_epoch == 0:
@@ -91,7 +94,7 @@ def _open(config: Config, workdir: Path, data_dir):
   return dataset, train_split, eval_split, steps_per_epoch, source
 
 
-def _data_for_init(model, dataset, train_split) -> tuple:
+def data_for_init(model, dataset, train_split) -> tuple:
   """(preprocessed inputs, labels) of the first `model.init_examples` training examples (None: all)
   for a model with a data-dependent initialisation (`init_from_data`: airbench's whitening layer,
   the n-gram model's Naive Bayes ratios); () for the others."""
@@ -142,7 +145,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
   dataset, train_split, eval_split, steps_per_epoch, source = _open(config, workdir, data_dir)
   program = builder.build(config, dataset.model_kwargs(), pipeline.preprocess_for_eval(dataset, train_split.inputs[:1]),
                           steps_per_epoch, mesh)
-  state = program.init_state(*_data_for_init(program.model, dataset, train_split))
+  state = program.init_state(*data_for_init(program.model, dataset, train_split))
   start = finetune.start_from(program, state, source, workdir) if source else None  # raises if it does not fit
   if _is_chief():  # Only once every name, split and source has proven valid: a typo must not be recorded.
     workdir_lib.record_config(config, workdir)
@@ -168,6 +171,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
   log.info('Training %s on %s: %d epochs x %d steps of %d examples over %d device(s) in %d process(es); '
            'input pipeline: %s', config.model, config.data_name, config.epochs, steps_per_epoch,
            config.batch_size, jax.device_count(), jax.process_count(), type(feed).__name__)
+  log.info('Evaluating the %s weights', config.weights)
 
   preemption = Preemption()
   flops_logged = False
@@ -203,7 +207,7 @@ def _train_and_evaluate(config: Config, workdir: Path, data_dir: str | None) -> 
     # Evaluate.
     evaluation = None
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
-      evaluation = _evaluation(evaluator.logits(state), eval_split.labels)
+      evaluation = _evaluation(evaluator.logits(steps.evaluated(state)), eval_split.labels)
     # Report.
     entry = _history_entry(epoch, step, train, evaluation, time.perf_counter() - epoch_start, train_seconds,
                            steps_per_epoch - first_step, config, feed.flops_per_step)
@@ -263,14 +267,17 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
   if is_packed:  # one checkpoint's variables, no optimizer state
     saved_step, tree = checkpoints.restore_arrays(workdir, step)
     replicate = lambda t: jax.tree.map(lambda x: steps.put_global(np.asarray(x), steps.replicated(mesh)), t)
+    variables = checkpoints.model_variables(tree)  # (a packed run's moving average is its weights)
     state = program.init_state()
-    state = state.replace(step=replicate(np.int32(saved_step)), params=replicate(tree['params']),
-                          **({'batch_stats': replicate(tree['batch_stats'])} if 'batch_stats' in tree else {}))
+    state = state.replace(step=replicate(np.int32(saved_step)), params=replicate(variables['params']),
+                          **({'batch_stats': replicate(variables['batch_stats'])} if 'batch_stats' in variables else {}))
     output = Path.cwd() / f'eval_{config.data_name}_{config.model}'
   else:
     manager = checkpoints.create_manager(workdir, read_only=True)
     state, _ = checkpoints.restore(manager, program.init_state(), steps.zero_metrics(mesh), step)
+    state = steps.evaluated(state)
     output = workdir
+  log.info('evaluating the %s weights of step %d', config.weights, int(state.step))
   start = time.perf_counter()
   logits = feeds.create_eval(config, program, dataset, eval_split).logits(state)
   labels = eval_split.labels
@@ -281,6 +288,7 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
             'accuracy': sums['accuracy'], 'loss': sums['loss'], 'dataset': config.data_name, 'model': config.model,
             **{k: v for k, v in overrides.items() if k in Config.fields_with_role('eval') and k != 'eval_split'},
             **({'model_settings': model_settings} if model_settings else {}),
+            **({'weights': config.weights} if config.ema_decay else {}),
             **report.classification_metrics(probabilities, labels, class_names)}
   log.info('evaluated %d examples in %.1f s', len(labels), time.perf_counter() - start)
   if _is_chief():
