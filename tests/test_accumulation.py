@@ -4,7 +4,7 @@ Without BatchNorm the step equals the undivided batch's (the mean of N micro-bat
 batch's mean) up to float rounding. With BatchNorm it cannot: each micro-batch is normalised with its
 own statistics, and the running statistics are updated once per micro-batch, in order; the test
 below writes that out as a plain loop and finds the zoo's step equal to it. Across device counts
-(micro-batch k is the global rows i with i % N == k): tests/test_training_tools_devices.py."""
+(micro-batch k is the global rows i with i % N == k): tests/test_training_tools.py."""
 import functools
 from typing import Optional
 

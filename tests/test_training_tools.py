@@ -98,3 +98,11 @@ def test_two_devices_and_the_host_pipeline_train_the_same_model(run, tmp_path):
   one, other = _arrays(workdir), _arrays(tmp_path)
   for name in ('params', 'batch_stats', 'ema'):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5), other[name], one[name])
+
+
+def test_a_step_of_micro_batches_counts_the_flops_of_the_undivided_step(run, tmp_path):
+  """XLA counts a loop's body once; the micro-batch loop must not make the log's FLOPs one micro-batch's."""
+  _, history, _ = run
+  flags = [f for f in FLAGS if not f.startswith('--accumulate_steps')]
+  undivided, _ = train_in_process('cifar', f'--workdir={tmp_path / "w"}', *flags, '--accumulate_steps=1')
+  assert history[-1]['flops_per_step'] == undivided[-1]['flops_per_step'] > 0

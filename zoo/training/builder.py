@@ -108,9 +108,16 @@ class Program:
     """(state, metric sums, global batch, rng) -> (state, metric sums): one step, batches from the host."""
     return steps.make_train_step(self.mesh, self.step_settings)
 
-  def train_loop(self, preprocess_on_device):
-    """Several steps per call on a split held on the devices (`steps.make_train_loop`)."""
-    return steps.make_train_loop(self.mesh, preprocess_on_device, self.step_settings)
+  def train_loop(self, preprocess_on_device, undivided: bool = False):
+    """Several steps per call on a split held on the devices (`steps.make_train_loop`); `undivided`:
+    without --accumulate_steps' micro-batches (what XLA's FLOP count is taken from, `feeds`)."""
+    settings = dataclasses.replace(self.step_settings, accumulate_steps=1) if undivided else self.step_settings
+    return steps.make_train_loop(self.mesh, preprocess_on_device, settings)
+
+  @functools.cached_property
+  def undivided_train_step(self):
+    """`train_step` without --accumulate_steps' micro-batches, for XLA's FLOP count (`feeds`)."""
+    return steps.make_train_step(self.mesh, dataclasses.replace(self.step_settings, accumulate_steps=1))
 
   @functools.cached_property
   def logits_step(self):

@@ -40,6 +40,9 @@ class HostFeed:
   def __init__(self, config, program, dataset, split: pipeline.ArraySplit):
     self.config, self.dataset, self.split, self.mesh = config, dataset, split, program.mesh
     self._step = program.train_step
+    # XLA counts a loop's body once, so a step of --accumulate_steps micro-batches would count one of
+    # them: its FLOPs are those of the undivided step (lowered only, never compiled), which they add up to.
+    self._undivided = lambda: program.undivided_train_step
     self._compiled = None
     self._batches = None
     self.flops_per_step = 0.0
@@ -56,7 +59,8 @@ class HostFeed:
       batch = steps.to_global_batch(next(self._batches), self.mesh)
       if self._compiled is None:  # compiled ahead of time once, so that XLA's FLOP count comes free
         lowered = self._step.lower(state, metrics, batch, rng)
-        self._compiled, self.flops_per_step = lowered.compile(), steps.flops_per_step(lowered)
+        counted = lowered if self.config.accumulate_steps == 1 else self._undivided().lower(state, metrics, batch, rng)
+        self._compiled, self.flops_per_step = lowered.compile(), steps.flops_per_step(counted)
       state, metrics = self._compiled(state, metrics, batch, rng)
     return state, metrics
 
@@ -72,6 +76,7 @@ class DeviceFeed:
     self._inputs = steps.put_global(split.inputs, replicated)
     self._labels = steps.put_global(split.labels, replicated)
     self._loop = program.train_loop(dataset.preprocess_on_device)
+    self._undivided = lambda: program.train_loop(dataset.preprocess_on_device, undivided=True)  # as HostFeed's
     self._compiled = None
     self._plan = None
     self._mixing = None
@@ -96,7 +101,8 @@ class DeviceFeed:
     if self._compiled is None:
       lowered = self._loop.lower(*args)
       # XLA counts a loop's body once: the loop's count is one step's (plus the batch gather).
-      self._compiled, self.flops_per_step = lowered.compile(), steps.flops_per_step(lowered)
+      counted = lowered if self.config.accumulate_steps == 1 else self._undivided().lower(*args)
+      self._compiled, self.flops_per_step = lowered.compile(), steps.flops_per_step(counted)
     self._next += num_steps
     return self._compiled(*args)
 
