@@ -3,9 +3,14 @@ layer on top (NBSVM, Wang & Manning 2012, trained as a logistic regression).
 
 Inputs are the token ids every text dataset produces ([N, max_length], 0 = padding). Inside the
 module every n-gram of ids up to `max_n` (uni- and bigrams by default, trigrams too with 3) is
-hashed into one of `num_buckets` buckets, so no n-gram vocabulary is stored: the word vocabulary (`vocabulary.txt`) and the hash
-below define every feature. A review's features are the set of buckets it contains (presence, not
-counts: repeating a phrase does not make it count more). For class c
+hashed into one of `num_buckets` buckets, so no n-gram vocabulary is stored: the word vocabulary
+(`vocabulary.txt`), the hash below and the `owners` table define every feature. Each bucket belongs
+to one n-gram (`min_documents`, default 2): the one in the most training reviews, if in at least 2,
+told apart from the others hashed there by an 11-bit fingerprint; the others are no features. So the
+n-grams of a single review, most of a split's, neither share weights with useful ones nor add a
+trained bucket's weight to a new review as noise (docs/text.md). A review's features are the set of
+owned buckets it contains (presence, not counts: repeating a phrase does not make it count more).
+For class c
 
     logit_c = scale * sum over present buckets b of (1 + weights[b, c]) * ratios[b, c] + bias_c
 
