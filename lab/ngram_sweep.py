@@ -223,8 +223,15 @@ class Sweep:
     info = sources.dataset_info(config.dataset, data_dir)
     arrays = sources.load_split(config.dataset, config.train_split, data_dir, config.split_cache)
     self.texts, self.labels = decode(arrays[info.input_key]), np.asarray(arrays[info.label_key])
-    self.folds = save_folds(config.train_split, arrays, fold_of_each_text(self.texts, folds, grouped),
-                            'grouped' if grouped else 'contiguous', info, workdir / 'folds')
+    kind = 'grouped' if grouped else 'contiguous'
+    kept = workdir / 'folds' / f'{config.train_split}-{kind}-of-{folds}.npy'  # grouping takes minutes: once
+    if kept.exists():
+      fold_of_row = np.load(kept)
+    else:
+      fold_of_row = fold_of_each_text(self.texts, folds, grouped)
+      kept.parent.mkdir(parents=True, exist_ok=True)
+      np.save(kept, fold_of_row)
+    self.folds = save_folds(config.train_split, arrays, fold_of_row, kind, info, workdir / 'folds')
     self._bags = {}
 
   def probabilities_path(self, name: str, index: int) -> Path:

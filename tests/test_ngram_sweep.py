@@ -38,7 +38,7 @@ def test_every_text_is_evaluated_once_and_a_rerun_trains_nothing(mock_imdb, tmp_
   lines = ngram_sweep.sweep(recipe(), variants, 3, tmp_path, None, grouped=False)
   rows = [json.loads(line) for line in (tmp_path / 'results.jsonl').read_text().splitlines()]
   assert len(rows) == 12 and {r['fold'] for r in rows} == {0, 1, 2}
-  labels = []
+  assert np.load(tmp_path / 'folds/train-contiguous-of-3.npy').tolist() == [0] * 32 + [1] * 32 + [2] * 32
   for fold in range(3):
     by_name = {r['variant']: r for r in rows if r['fold'] == fold}
     assert len(by_name['unigrams']['accuracy_per_epoch']) == 2  # the config override
@@ -48,7 +48,6 @@ def test_every_text_is_evaluated_once_and_a_rerun_trains_nothing(mock_imdb, tmp_
     assert {len(p) for p in probabilities.values()} == {32}  # the fold's 32 texts, each once
     np.testing.assert_allclose(probabilities['mean'], 0.75 * probabilities['recipe'] + 0.25 * probabilities['nbsvm'],
                                rtol=1e-6)
-    labels.append(fold)
   recipe_folds = [r['accuracy'] for r in rows if r['variant'] == 'recipe']
   assert lines[0]['variant'] == 'recipe' and lines[0]['accuracy'] == pytest.approx(np.mean(recipe_folds), abs=1e-5)
   assert lines[0]['minus_reference'] == 0
