@@ -68,9 +68,10 @@ SPECS = (
          'Reads the first 200 words of a review; English only; a review of something other than a film is '
          'outside what it saw.'),
     Spec('imdb_reviews/ngram', 'imdb_ngram', 'train[:22500]', 'train[22500:]',
-         'The default text recipe: a Naive-Bayes-weighted bag of hashed uni- and bigrams with trained weights.',
+         'The default text recipe: a Naive-Bayes-weighted bag of hashed uni- and bigrams (each bucket owned by '
+         'an n-gram of 2 or more training reviews) with trained weights.',
          IMDB_DATA,
-         'Reads the first 800 words of a review; English only; a review of something other than a film is '
+         'Reads the first 1,200 words of a review; English only; a review of something other than a film is '
          'outside what it saw.'),
 )
 

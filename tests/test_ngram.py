@@ -86,7 +86,7 @@ def test_the_untrained_model_is_the_naive_bayes_classifier():
   tokens[:, 7:] = 0
   tokens[5, 3:] = 0
   labels = (tokens[:, 0] < 12).astype(np.int32)  # a learnable rule for the ratios to find
-  model = NgramClassifier(vocab_size=30, num_buckets=2 ** 12, max_n=3)
+  model = NgramClassifier(vocab_size=30, num_buckets=2 ** 12, max_n=3, min_documents=0)  # plain hashing
   params = model.init(jax.random.key(0), tokens[:1])['params']
   params = model.init_from_data(jax.device_get(params), tokens, labels)
   logits = np.asarray(model.apply({'params': params}, tokens))
@@ -100,7 +100,7 @@ def test_more_classes_get_one_vs_rest_ratios_and_one_logit_each():
   rng = np.random.default_rng(1)
   tokens = rng.integers(2, 30, (60, 8)).astype(np.int32)
   labels = rng.integers(0, 4, 60).astype(np.int32)
-  model = NgramClassifier(vocab_size=30, num_classes=4, num_buckets=2 ** 10)
+  model = NgramClassifier(vocab_size=30, num_classes=4, num_buckets=2 ** 10, min_documents=0)
   params = model.init_from_data(jax.device_get(model.init(jax.random.key(0), tokens[:1])['params']), tokens, labels)
   assert params['ratios'].shape == (2 ** 10, 4) and params['bias'].shape == (4,)
   assert model.apply({'params': params}, tokens).shape == (60, 4)
@@ -113,7 +113,7 @@ def test_more_classes_get_one_vs_rest_ratios_and_one_logit_each():
 def test_ngram_is_registered_as_a_text_model():
   assert MODELS['ngram'] is NgramClassifier and NgramClassifier.input_kind == 'text'
   contract = contract_of('ngram')
-  assert contract.rules == () and contract.init_examples is None  # nothing frozen: the ratios train too
+  assert contract.rules == ('owners:frozen',) and contract.init_examples is None  # the ratios train too
 
 
 FLAGS = ('--model=ngram', '--epochs=2', '--batch_size=16', '--eval_batch_size=40', '--vocab_size=200',
@@ -159,3 +159,73 @@ def test_ngram_trains_resumes_evaluates_and_predicts(tmp_path):
   rows = [json.loads(line) for line in predict.stdout.splitlines() if line.startswith('{')]
   assert [r['text'] for r in rows] == ['good film', 'bad']
   np.testing.assert_allclose(first.predict(['good film', 'bad'])[:, 1], [r['p_positive'] for r in rows], atol=1e-4)
+
+
+def tokens_in_bucket(bucket: int, count: int, num_buckets: int = 2) -> list[int]:
+  """The first `count` token ids >= 2 whose unigram lands in `bucket`."""
+  return [t for t in range(2, 200) if unigram_bucket(t, num_buckets) == bucket][:count]
+
+
+def test_a_bucket_belongs_to_the_ngram_in_the_most_documents():
+  """Unigrams, 2 buckets, min_documents=2. A, B, C share bucket 0: A is in 3 documents (twice in one:
+  counted once), B in 2, C in 1; D alone in bucket 1, in 2 documents. A owns bucket 0 and D bucket 1:
+  the ratios come from their document counts alone, and B and C are no features (a review of them
+  scores the bias). With min_documents=4 no n-gram is in enough documents: every review scores the bias."""
+  from zoo.models.ngram import ngram_keys
+  a, b, c = tokens_in_bucket(0, 3)
+  (d,) = tokens_in_bucket(1, 1)
+  docs = np.array([[a, a, b], [a, d, 0], [a, c, 0], [b, d, 0]], np.int32)
+  labels = np.array([1, 1, 0, 0], np.int32)
+  model = NgramClassifier(vocab_size=200, num_buckets=2, max_n=1, min_documents=2)
+  params = model.init_from_data(jax.device_get(model.init(jax.random.key(0), docs[:1])['params']), docs, labels)
+  fingerprints = np.asarray(ngram_keys(np.array([[a, d, b, c]]), 1, 2)[1])[0]
+  assert len(set(fingerprints[[0, 2, 3]].tolist())) == 3  # the example needs A, B, C told apart
+  np.testing.assert_array_equal(params['owners'], fingerprints[:2])
+  # A: 2 positive documents, 1 negative; D: 1 and 1. p = 1 + (2, 1), q = 1 + (1, 1).
+  np.testing.assert_allclose(params['ratios'][:, 0], np.log(np.array([3, 2]) / 5) - np.log(np.array([2, 2]) / 4),
+                             rtol=1e-6)
+  reviews = np.array([[b, c, b], [a, 0, 0], [a, b, c]], np.int32)
+  logits = np.asarray(model.apply({'params': params}, reviews))[:, 0]
+  bias, a_alone = float(params['bias'][0]), float(params['bias'][0] + model.scale * params['ratios'][0, 0])
+  np.testing.assert_allclose(logits, [bias, a_alone, a_alone], rtol=1e-6)
+  # float16, as the shipped models are packed, holds every fingerprint exactly.
+  half = dict(params, owners=np.asarray(params['owners']).astype(np.float16))
+  np.testing.assert_allclose(np.asarray(model.apply({'params': half}, reviews))[:, 0], logits, rtol=1e-6)
+
+  strict = NgramClassifier(vocab_size=200, num_buckets=2, max_n=1, min_documents=4)
+  params = strict.init_from_data(jax.device_get(strict.init(jax.random.key(0), docs[:1])['params']), docs, labels)
+  assert np.all(np.asarray(params['owners']) == -1)
+  np.testing.assert_allclose(np.asarray(strict.apply({'params': params}, reviews))[:, 0], float(params['bias'][0]))
+
+
+def test_no_optimizer_moves_the_owner_table():
+  """The model's own rule freezes the owners: a gradient and weight decay move every other parameter,
+  the owners stay the training split's fingerprints, bit for bit."""
+  import dataclasses
+  import optax
+  from zoo.config import Config
+  from zoo.training.optimizers import create_optimizer, treatments_for
+  params = {'weights': np.ones((4, 1), np.float32), 'ratios': np.ones((4, 1), np.float32),
+            'bias': np.zeros(1, np.float32), 'owners': np.array([-1, 7, 2047, 12], np.float32)}
+  for optimizer in ('adamw', 'sgd'):
+    config = dataclasses.replace(Config(), optimizer=optimizer, learning_rate=0.1, weight_decay=0.5, epochs=2)
+    tx = create_optimizer(config, 5, treatments_for(params, NgramClassifier.rules))
+    state, moved = tx.init(params), params
+    for _ in range(3):
+      updates, state = tx.update(jax.tree.map(np.ones_like, moved), state, moved)
+      moved = optax.apply_updates(moved, updates)
+    np.testing.assert_array_equal(moved['owners'], params['owners'])
+    assert not np.allclose(moved['weights'], 1)
+
+
+def test_parameters_from_before_owned_buckets_are_read_by_plain_hashing():
+  """A checkpoint trained before owned buckets has no `owners`: the model (owned buckets by default)
+  then scores every n-gram by its bucket, as that checkpoint was trained to."""
+  rng = np.random.default_rng(2)
+  tokens = rng.integers(2, 30, (20, 8)).astype(np.int32)
+  labels = (tokens[:, 0] < 15).astype(np.int32)
+  plain = NgramClassifier(vocab_size=30, num_buckets=2 ** 10, min_documents=0)
+  params = plain.init_from_data(jax.device_get(plain.init(jax.random.key(0), tokens[:1])['params']), tokens, labels)
+  assert 'owners' not in params and NgramClassifier.min_documents > 0
+  owned = NgramClassifier(vocab_size=30, num_buckets=2 ** 10)
+  np.testing.assert_array_equal(owned.apply({'params': params}, tokens), plain.apply({'params': params}, tokens))
