@@ -4,7 +4,7 @@
 # times are compile-free), the time to 94% from each history, the benchmark, and (PARTS=ablations)
 # the recipe without each of three tricks, and in bfloat16, over SEEDS; (PARTS=determinism) seed 0
 # twice with --deterministic, compared; (PARTS=rebuild) the shipped cifar10/airbench rebuilt;
-# (PARTS=vit) cifar_vit.flags for 10-30 epochs and in other shapes, side by side.
+# (PARTS=vit) cifar_vit.flags for 10-30 epochs, in other shapes, with mixup/cutmix and EMA, side by side.
 # Installs nothing. Needs a Python with JAX (GPU), Flax, Optax, Orbax, absl and Pillow, and a data
 # dir holding cifar10: TFDS-prepared (needs TensorFlow too) or written by datatools.save_splits
 # (NumPy only), e.g. for a machine without TensorFlow:
@@ -89,10 +89,11 @@ if [[ " $PARTS " == *" vit "* ]]; then
   # times are not comparable); the final accuracy of each, then the history of each in its workdir.
   declare -A VIT=([e10]='' [e12]='--epochs=12' [e15]='--epochs=15' [e20]='--epochs=20' [e30]='--epochs=30'
                   [b256_e15]='--batch_size=256 --learning_rate=0.003 --epochs=15' [d6_e12]='--model.depth=6 --epochs=12'
-                  [lr3_e15]='--learning_rate=0.003 --epochs=15')
+                  [lr3_e15]='--learning_rate=0.003 --epochs=15' [mix_e15]='--epochs=15 --mixup_alpha=0.8 --cutmix_alpha=1.0'
+                  [ema_e15]='--epochs=15 --ema_decay=0.999' [mix_ema_e30]='--epochs=30 --mixup_alpha=0.8 --cutmix_alpha=1.0 --ema_decay=0.999')
   mkdir -p "$WORKDIR"
   for name in "${!VIT[@]}"; do
-    (export XLA_PYTHON_CLIENT_MEM_FRACTION=0.1
+    (export XLA_PYTHON_CLIENT_MEM_FRACTION=0.08  # eleven processes share the GPU's memory
      RECIPE=cifar_vit.flags recipe "vit_$name" --eval_every_epochs=1 ${VIT[$name]} > "$WORKDIR/vit_$name.log" 2>&1) &
   done
   wait

@@ -92,7 +92,6 @@ def test_imdb_train_eval_predict_round_trip_on_mock_data(tmp_path):
   predict = run_experiment('imdb', '--mode=predict', f'--workdir={tmp_path}', '--text=good film', '--text=bad')
   assert predict.returncode == 0, predict.stderr[-3000:]
   lines = [l for l in predict.stdout.splitlines() if l.startswith('{')]
-  import json
   rows = [json.loads(l) for l in lines]
   assert [r['text'] for r in rows] == ['good film', 'bad']
   assert all(0 <= r['p_positive'] <= 1 for r in rows)
