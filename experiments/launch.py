@@ -29,7 +29,7 @@ flags.adopt_module_key_flags(predictions)
 
 
 def define_flags(defaults: Config, flag_values: flags.FlagValues = FLAGS) -> None:
-  """Defines --mode, --workdir, --data_dir, --checkpoint_step and one flag per Config field, with
+  """Defines --mode, --workdir, --data_dir, --checkpoint_step, --eval_output and one flag per Config field, with
   the field's help text and `defaults`' value."""
   flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'lr_find'],
                     'train (resumes from the workdir\'s latest checkpoint), eval (a workdir\'s checkpoint '
@@ -49,6 +49,9 @@ def define_flags(defaults: Config, flag_values: flags.FlagValues = FLAGS) -> Non
                       flag_values=flag_values)
   flags.DEFINE_integer('checkpoint_step', None, '--mode=eval/predict: use this step instead of the latest.',
                        flag_values=flag_values)
+  flags.DEFINE_string('eval_output', None, '--mode=eval: the folder for eval.json and report/ (default: the '
+                      'workdir; for a shipped or packed model, which is only read, ./eval_<dataset>_<model>).',
+                      flag_values=flag_values)
   for field in dataclasses.fields(Config):
     if field.name == 'model_settings':  # one flag per setting: _define_model_settings
       continue
@@ -184,7 +187,7 @@ def _evaluate(workdir: Path) -> dict:
   from zoo.training import loop
   overrides = {name: FLAGS[name].value for name in Config.fields_with_role('eval', 'runtime') if FLAGS[name].present}
   return loop.evaluate(workdir, FLAGS.data_dir, step=FLAGS.checkpoint_step,
-                       model_settings=_given_model_settings(FLAGS), **overrides)
+                       model_settings=_given_model_settings(FLAGS), output=FLAGS.eval_output, **overrides)
 
 
 def _find_learning_rate() -> dict:

@@ -232,3 +232,12 @@ def test_the_listing_command_prints_every_shipped_model():
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(line) for line in result.stdout.splitlines()]
   assert [row['name'] for row in rows] == [f'{f.parent.name}/{f.name}' for f in SHIPPED]
+
+
+def test_an_evaluation_goes_to_the_folder_named_and_leaves_the_workdir_alone(trained, tmp_path):
+  workdir, _ = trained
+  before = (workdir / 'eval.json').read_bytes()
+  result = loop.evaluate(workdir, output=tmp_path / 'elsewhere')
+  assert json.loads((tmp_path / 'elsewhere' / 'eval.json').read_text())['accuracy'] == result['accuracy']
+  assert (tmp_path / 'elsewhere' / 'report' / 'index.html').is_file()
+  assert (workdir / 'eval.json').read_bytes() == before

@@ -239,13 +239,13 @@ def _log_progress(config: Config, summary: dict, epoch: int, step: int, total_st
 
 
 def evaluate(workdir, data_dir: str | None = None, step: int | None = None, model_settings: dict | None = None,
-             **overrides) -> dict:
+             output=None, **overrides) -> dict:
   """Evaluates a checkpoint of `workdir` (default: the newest) with the config recorded there, but
   for `overrides` of fields whose role is `eval` (`eval_split`, `eval_batch_size`: recorded in
   eval.json) or `runtime`, and `model_settings` whose role is `eval` (airbench's `tta_level`).
   Every example's prediction is computed once, and accuracy, loss, the report's metrics
   (`zoo.report`) and its pictures all come from it: writes eval.json and
-  `report/index.html` into the workdir (a packed model, which is only read: into
+  `report/index.html` into `output`, by default the workdir (a packed model, which is only read:
   `./eval_<dataset>_<model>/`); returns what eval.json holds."""
   workdir = Path(workdir)
   allowed = Config.fields_with_role('eval', 'runtime')
@@ -271,12 +271,13 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
     state = program.init_state()
     state = state.replace(step=replicate(np.int32(saved_step)), params=replicate(variables['params']),
                           **({'batch_stats': replicate(variables['batch_stats'])} if 'batch_stats' in variables else {}))
-    output = Path.cwd() / f'eval_{config.data_name}_{config.model}'
+    default_output = Path.cwd() / f'eval_{config.data_name}_{config.model}'
   else:
     manager = checkpoints.create_manager(workdir, read_only=True)
     state, _ = checkpoints.restore(manager, program.init_state(), steps.zero_metrics(mesh), step)
     state = steps.evaluated(state)
-    output = workdir
+    default_output = workdir
+  output = Path(output) if output else default_output
   log.info('evaluating the %s weights of step %d', config.weights, int(state.step))
   start = time.perf_counter()
   logits = feeds.create_eval(config, program, dataset, eval_split).logits(state)
