@@ -60,7 +60,7 @@ SPECS = (
          'Inputs are resized to 32x32: larger photos lose their detail. Trained on 10 everyday classes; anything '
          'else is still given one of them.',
          changes=(('accumulate_steps', 2, 'each step of 2000 images as two micro-batches of 1000: the same '
-                   'gradient in half the memory (about 6 instead of 12 GB on a CPU), BatchNorm normalising each '
+                   'gradient in half the memory (a peak of 7.2 instead of 12 GB on a CPU), BatchNorm normalising each '
                    'micro-batch by its own statistics'),)),
     Spec('imdb_reviews/lstm', 'imdb_seed', 'train[:22500]', 'train[22500:]',
          "The seed's Keras LSTM (Embedding 16 -> LSTM 32 -> Dense 1), its recipe: Adam 1e-3, batch 32, 5 epochs, "
