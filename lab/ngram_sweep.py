@@ -38,6 +38,7 @@ Prints each new line as it finishes, then one summary line per variant and a Mar
 """
 import collections
 import dataclasses
+import importlib
 import itertools
 import json
 import shutil
@@ -49,7 +50,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from experiments import launch, texts  # texts defines the flags, with IMDB's defaults
+from experiments import launch
 from zoo import inference
 from zoo import workdir as workdir_lib
 from zoo.config import Config
@@ -59,16 +60,22 @@ from zoo.data.tokenizer import split_words
 from zoo.errors import ZooError
 from zoo.training import loop
 
-del texts
-flags.adopt_module_key_flags(launch)
-flags.DEFINE_string('variants', '[{"name": "ngram"}]',
-                    'JSON list of variants, or the name of a preset: ablation (module docstring).')
-flags.DEFINE_integer('folds', 5, 'Cross-validation folds over --train_split (at least 2).')
-flags.DEFINE_string('reference', None, 'The variant the others are compared with, fold by fold (default: '
-                    'the first).')
-flags.DEFINE_enum('fold_groups', 'shared_words', ['shared_words', 'none'],
-                  'shared_words: texts that share several rare words (mostly reviews of one film) stay in one '
-                  'fold; none: contiguous slices of the split (module docstring).')
+
+def define_flags() -> None:
+  """The IMDB experiment's flags (experiments.texts defines them on import, with IMDB's defaults) and
+  the sweep's own: defined when the sweep runs, not when it is imported, so that a process that
+  imported another experiment's flags (a test worker) can still import the sweep."""
+  importlib.import_module('experiments.texts')
+  flags.adopt_module_key_flags(launch)
+  flags.DEFINE_string('variants', '[{"name": "ngram"}]',
+                      'JSON list of variants, or the name of a preset: ablation (module docstring).')
+  flags.DEFINE_integer('folds', 5, 'Cross-validation folds over --train_split (at least 2).')
+  flags.DEFINE_string('reference', None, 'The variant the others are compared with, fold by fold (default: '
+                      'the first).')
+  flags.DEFINE_enum('fold_groups', 'shared_words', ['shared_words', 'none'],
+                    'shared_words: texts that share several rare words (mostly reviews of one film) stay in one '
+                    'fold; none: contiguous slices of the split (module docstring).')
+
 
 RESULTS_FILE = 'results.jsonl'
 MIN_SHARED_WORDS = 4  # links two texts (shared_word_groups)
@@ -358,4 +365,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

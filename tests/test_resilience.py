@@ -150,6 +150,7 @@ class PlainState:
   opt_state: object
   batch_stats: object = flax.struct.field(default_factory=dict)
   lookahead: object = None
+  ema: object = None
 
 
 @pytest.fixture(scope='module')
