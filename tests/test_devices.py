@@ -1,5 +1,5 @@
 """The same model on any number of devices: every registered model, BatchNorm and dropout included,
-trains alike on 1, 2 and 4 simulated devices; checkpoints resume and evaluate across device counts.
+trains alike on 1 and 4 simulated devices, ResNet-20 with its recipe also on 2; checkpoints resume and evaluate across device counts.
 """
 import os
 import shutil
@@ -25,10 +25,11 @@ ATOL, RTOL = 2e-5, 1e-4
 
 
 @pytest.mark.slow
-def test_every_model_trains_alike_on_one_two_and_four_devices(tmp_path):
+def test_every_model_trains_alike_on_one_and_four_devices(tmp_path):
   """`train_every_model.py` (3 SGD steps of each model in MODELS through the device-held feed's
-  loop, BatchNorm and dropout active) on meshes of 1, 2 and 4 of a process's 4 devices; parameters,
-  BatchNorm statistics and metric sums compared."""
+  loop, BatchNorm and dropout active) on meshes of 1 and 4 of a process's 4 devices (4: the
+  widest reduction; 2 devices in the test below); parameters, BatchNorm statistics and metric sums
+  compared."""
   # Without LLVM optimisation XLA:CPU compiles the models' loops twice as fast; every device
   # count compiles alike.
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_backend_optimization_level=0', JAX_NUM_CPU_DEVICES='4')
@@ -36,21 +37,19 @@ def test_every_model_trains_alike_on_one_two_and_four_devices(tmp_path):
                           env=env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   results = {}
-  for devices in (1, 2, 4):
+  for devices in (1, 4):
     with np.load(tmp_path / f'{devices}.npz') as arrays:
       results[devices] = dict(arrays)
   one = results[1]
   assert {name.split('/')[0] for name in one} == set(MODELS)
   assert all(one[f'{model}/metrics/count'] == 3 * 16 for model in MODELS)  # STEPS x BATCH examples
   differences = {}
-  for devices in (2, 4):
-    assert results[devices].keys() == one.keys()
-    for name, value in one.items():
-      if not np.allclose(results[devices][name], value, rtol=RTOL, atol=ATOL):
-        model = name.split('/')[0]
-        worst = float(np.max(np.abs(results[devices][name] - value)))
-        differences[model, devices] = max(differences.get((model, devices), 0.0), worst)
-  assert not differences, f'(model, devices): max abs difference to 1 device: {differences}'
+  assert results[4].keys() == one.keys()
+  for name, value in one.items():
+    if not np.allclose(results[4][name], value, rtol=RTOL, atol=ATOL):
+      worst = float(np.max(np.abs(results[4][name] - value)))
+      differences[name.split('/')[0]] = max(differences.get(name.split('/')[0], 0.0), worst)
+  assert not differences, f'model: max abs difference between 4 devices and 1: {differences}'
 
 
 @pytest.mark.slow

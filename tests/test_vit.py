@@ -56,6 +56,21 @@ def test_dropout_acts_in_training_only_and_follows_the_example():
   np.testing.assert_allclose(train(jax.random.key(1), images[:1]), train(jax.random.key(1), images)[:1], rtol=1e-5)
 
 
+def test_mirror_tta_is_the_mean_of_the_two_views_at_evaluation_only():
+  model, variables, images = _init({'tokenizer': 'conv'})
+  head = variables['params']['head']  # a random head instead of the zero one, so the logits differ by view
+  head['kernel'] = jax.random.normal(jax.random.key(5), head['kernel'].shape)
+  plain = lambda x: model.apply(variables, x)
+  mirrored = create_model('vit', {**TINY, 'tokenizer': 'conv', 'tta_level': 1}, num_classes=5)
+  assert not np.allclose(plain(images), plain(images[:, :, ::-1]))
+  np.testing.assert_allclose(mirrored.apply(variables, images), (plain(images) + plain(images[:, :, ::-1])) / 2,
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(mirrored.apply(variables, images, train=True), model.apply(variables, images, train=True))
+  assert contract_of('vit').settings['tta_level'].role == 'eval'  # --mode=eval may choose it
+  with pytest.raises(ZooError, match=r'--model.tta_level=2 is unknown for vit; pass 0 \(none\) or 1 \(mirror\)'):
+    _init({'tta_level': 2})
+
+
 def test_registered_with_its_settings_and_rules():
   assert MODELS['vit'].__name__ == 'ViT'
   described = contract_of('vit')

@@ -110,9 +110,13 @@ class ViT(nn.Module):
   dropout: float = setting(0.0, 'Dropout after the position embedding, in the MLPs and on each residual branch.')
   tokenizer: str = setting('patch', 'patch (one linear map per patch, as ViT) or conv (3x3 conv + ReLU + 2x2 '
                                     'max-pool blocks, as Compact Convolutional Transformers).')
+  tta_level: int = setting(0, 'Test-time augmentation at evaluation: 0 none, 1 the mean of the logits of the '
+                               'image and its mirror image; --mode=eval may choose another.', role='eval')
   axis_name: Optional[str] = None  # dropout masks follow the global example index (`dropout.py`)
 
   def _check(self, images) -> None:
+    if self.tta_level not in (0, 1):
+      raise ZooError(f'--model.tta_level={self.tta_level} is unknown for vit; pass 0 (none) or 1 (mirror)')
     if self.pool not in POOLS:
       raise ZooError(f'--model.pool={self.pool!r} is unknown; choose one of: {", ".join(POOLS)}')
     if self.tokenizer not in TOKENIZERS:
@@ -145,9 +149,16 @@ class ViT(nn.Module):
     n, h, w, c = x.shape
     return x.reshape(n, h * w, c)
 
-  @nn.compact
   def __call__(self, images, train: bool = False):
     self._check(images)
+    if train or not self.tta_level:
+      return self.logits(images, train)
+    # Mirror TTA: both views in one batch through the same layers (their mean: docs/models.md).
+    both = self.logits(jnp.concatenate([images, images[:, :, ::-1]]), train)
+    return (both[:len(images)] + both[len(images):]) / 2
+
+  @nn.compact
+  def logits(self, images, train: bool):
     x = self.tokens(images)
     n, length, width = x.shape
     x = x + self.param('pos_embedding', nn.initializers.normal(stddev=1 / width ** 0.5), (1, length, width))
