@@ -52,9 +52,17 @@ _compilation_cache_in_this_process_too()
 
 def pytest_collection_modifyitems(items):
   """The tests marked `slow` (each half a minute or more) first, the rest in their usual order:
-  pytest-xdist hands tests out in this order, so the long ones start together instead of ending
-  the run alone on one worker while the other waits."""
+  pytest-xdist hands tests out in this order (`pytest_configure`), so the long ones start together
+  instead of ending the run alone on one worker while the others wait."""
   items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
+def pytest_configure(config):
+  """`--dist loadfile` hands out files in the order of their first test (above), not, as
+  pytest-xdist does by default, most tests first, which put the one-test files of the slowest
+  tests (devices, preemption) last."""
+  if hasattr(config.option, 'loadscopereorder'):
+    config.option.loadscopereorder = False
 
 
 def run_experiment(experiment: str, *flags: str, devices: int = 1, mock: bool = True,
