@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.models.cnn import Conv, max_pool_2x2
+from zoo.models import tta
 from zoo.models.contract import setting
 from zoo.models.registry import register
 
@@ -105,6 +106,7 @@ class AirbenchNet(nn.Module):
   def __call__(self, images, train: bool = False):
     if self.dtype not in ('float32', 'bfloat16'):
       raise ValueError(f'dtype={self.dtype!r}: choose float32 or bfloat16')
+    tta.check_level(self.tta_level, 'airbench')
     dtype = jnp.dtype(self.dtype)
     whiten = Conv(2 * WHITEN_SIZE ** 2 * images.shape[-1], (WHITEN_SIZE, WHITEN_SIZE), padding='VALID',
                   name='whiten', dtype=dtype)
@@ -120,17 +122,8 @@ class AirbenchNet(nn.Module):
       x = jnp.max(x, axis=(1, 2))  # the final 3x3 max-pool over what is left
       return head(x).astype(jnp.float32) * self.output_scale
 
-    if train or self.tta_level == 0:
-      return logits(images)
-    mirrored = lambda x: (logits(x) + logits(x[:, :, ::-1])) / 2
-    if self.tta_level == 1:
-      return mirrored(images)
-    # airbench94's level 2: half the weight on the image, a quarter on each 1-pixel translation
-    # (reflect padding), every view also mirrored. Its measured effect: docs/airbench.md.
-    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
-    height, width = images.shape[1:3]
-    up_left, down_right = padded[:, :height, :width], padded[:, 2:, 2:]
-    return mirrored(images) / 2 + (mirrored(up_left) + mirrored(down_right)) / 4
+    # airbench94's test-time augmentation (its measured effect: docs/airbench.md).
+    return tta.averaged_logits(logits, images, 0 if train else self.tta_level)
 
   @staticmethod
   def init_from_data(params, images: np.ndarray, labels=None):

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from zoo.errors import ZooError
 from zoo.models.cnn import Conv, max_pool_2x2
+from zoo.models import tta
 from zoo.models.contract import setting
 from zoo.models.dropout import ExampleDropout
 from zoo.models.registry import register
@@ -110,13 +111,12 @@ class ViT(nn.Module):
   dropout: float = setting(0.0, 'Dropout after the position embedding, in the MLPs and on each residual branch.')
   tokenizer: str = setting('patch', 'patch (one linear map per patch, as ViT) or conv (3x3 conv + ReLU + 2x2 '
                                     'max-pool blocks, as Compact Convolutional Transformers).')
-  tta_level: int = setting(0, 'Test-time augmentation at evaluation: 0 none, 1 the mean of the logits of the '
-                               'image and its mirror image; --mode=eval may choose another.', role='eval')
+  tta_level: int = setting(0, 'Test-time augmentation at evaluation: 0 none, 1 mirror, 2 mirror + 1-pixel '
+                               'translations (zoo/models/tta.py); --mode=eval may choose another.', role='eval')
   axis_name: Optional[str] = None  # dropout masks follow the global example index (`dropout.py`)
 
   def _check(self, images) -> None:
-    if self.tta_level not in (0, 1):
-      raise ZooError(f'--model.tta_level={self.tta_level} is unknown for vit; pass 0 (none) or 1 (mirror)')
+    tta.check_level(self.tta_level, 'vit')
     if self.pool not in POOLS:
       raise ZooError(f'--model.pool={self.pool!r} is unknown; choose one of: {", ".join(POOLS)}')
     if self.tokenizer not in TOKENIZERS:
@@ -151,11 +151,8 @@ class ViT(nn.Module):
 
   def __call__(self, images, train: bool = False):
     self._check(images)
-    if train or not self.tta_level:
-      return self.logits(images, train)
-    # Mirror TTA: both views in one batch through the same layers (their mean: docs/models.md).
-    both = self.logits(jnp.concatenate([images, images[:, :, ::-1]]), train)
-    return (both[:len(images)] + both[len(images):]) / 2
+    # Test-time augmentation: the views in one batch through the same layers (docs/models.md).
+    return tta.averaged_logits(lambda x: self.logits(x, train), images, 0 if train else self.tta_level)
 
   @nn.compact
   def logits(self, images, train: bool):
