@@ -60,17 +60,18 @@ def test_tta_averages_the_views_at_evaluation_only():
   model, variables, images = _init({'tokenizer': 'conv'})
   head = variables['params']['head']  # a random head instead of the zero one, so the logits differ by view
   head['kernel'] = jax.random.normal(jax.random.key(5), head['kernel'].shape)
-  plain = lambda x: model.apply(variables, x)
+  plain = lambda x, apply=jax.jit(model.apply): apply(variables, x)  # one compile: every view has the same shape
   with_tta = lambda level: create_model('vit', {**TINY, 'tokenizer': 'conv', 'tta_level': level}, num_classes=5)
   assert not np.allclose(plain(images), plain(images[:, :, ::-1]))
   mirrored = lambda x: (plain(x) + plain(x[:, :, ::-1])) / 2
-  np.testing.assert_allclose(with_tta(1).apply(variables, images), mirrored(images), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(with_tta(1).apply)(variables, images), mirrored(images), rtol=1e-5, atol=1e-6)
   # Level 2: half the image's two views, a quarter each of its 1-pixel translations' (reflect padding).
   size = images.shape[1]
   padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
   expected = mirrored(images) / 2 + (mirrored(padded[:, :size, :size]) + mirrored(padded[:, 2:, 2:])) / 4
-  np.testing.assert_allclose(with_tta(2).apply(variables, images), expected, rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(with_tta(2).apply(variables, images, train=True), model.apply(variables, images, train=True))
+  np.testing.assert_allclose(jax.jit(with_tta(2).apply)(variables, images), expected, rtol=1e-5, atol=1e-6)
+  train = lambda m: jax.jit(m.apply, static_argnames='train')(variables, images, train=True)
+  np.testing.assert_array_equal(train(with_tta(2)), train(model))
   assert contract_of('vit').settings['tta_level'].role == 'eval'  # --mode=eval may choose it
   with pytest.raises(ZooError, match=r'--model.tta_level=3 is unknown for vit; pass 0 \(none\), 1 \(mirror\), 2 '):
     _init({'tta_level': 3})
