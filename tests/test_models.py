@@ -92,13 +92,13 @@ def test_models_are_pure_and_compose_with_jit_vmap_and_grad():
 def test_resnet_keeps_batch_statistics_and_uses_them_at_eval():
   model = ResNet(blocks_per_stage=1)
   images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-  variables = model.init(jax.random.key(0), images)
+  variables = jax.jit(model.init)(jax.random.key(0), images)
   assert set(variables) == {'params', 'batch_stats'}
-  logits, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(variables, images)
   assert logits.shape == (4, 10)
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b), variables['batch_stats'], updates['batch_stats'])
   assert any(jax.tree.leaves(changed))
-  assert model.apply(variables, images, train=False).shape == (4, 10)
+  assert jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images).shape == (4, 10)
 
 
 def test_resnet20_has_its_published_size():
@@ -131,7 +131,7 @@ def test_airbench_net_has_airbench94s_size_whitens_and_averages_views_at_eval():
   assert 1.9e6 < count_params(shapes['params']) < 2.0e6  # airbench94: 1.97 M
   # The rest on the net narrowed (the same layers at a sixteenth of the width): seconds, not tens.
   model = create_model('airbench', {'widths': (16, 32, 32)}, num_classes=10)
-  variables = model.init(jax.random.key(0), images)
+  variables = jax.jit(model.init)(jax.random.key(0), images)
   assert 'scale' not in variables['params']['ConvGroup_0']['BatchNorm_0']  # frozen unit scales
   params = AirbenchNet.init_from_data(variables['params'], images)
   whitened = jax.lax.conv_general_dilated(normalize(images), params['whiten']['kernel'], (1, 1), 'VALID',
@@ -140,16 +140,18 @@ def test_airbench_net_has_airbench94s_size_whitens_and_averages_views_at_eval():
   np.testing.assert_allclose(flat.T @ flat / len(flat), np.eye(12), atol=0.05)  # unit second moments
   np.testing.assert_allclose(params['whiten']['kernel'], whitening_kernel(normalize(images)))
   variables = {'params': params, 'batch_stats': variables['batch_stats']}
-  logits = model.clone(tta_level=1).apply(variables, images)
-  np.testing.assert_allclose(logits, model.clone(tta_level=1).apply(variables, images[:, :, ::-1]),
-                             rtol=1e-5, atol=1e-6)
-  single = lambda x: model.clone(tta_level=0).apply(variables, x)
+  # Compiled once per level (every view has the same shape): eager, each view's ops dispatch anew.
+  apply = lambda level: jax.jit(lambda x: model.clone(tta_level=level).apply(variables, x))
+  mirror_tta = apply(1)
+  logits = mirror_tta(images)
+  np.testing.assert_allclose(logits, mirror_tta(images[:, :, ::-1]), rtol=1e-5, atol=1e-6)
+  single = apply(0)
   mirrored = lambda x: (single(x) + single(x[:, :, ::-1])) / 2
   np.testing.assert_allclose(logits, mirrored(images), rtol=1e-5, atol=1e-6)
   # Level 2 (the default): half the image's views, a quarter each of its 1-pixel translations.
   padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
   expected = mirrored(images) / 2 + (mirrored(padded[:, :32, :32]) + mirrored(padded[:, 2:, 2:])) / 4
-  np.testing.assert_allclose(model.apply(variables, images), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(apply(2)(images), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_airbench_in_bfloat16_keeps_float32_parameters_and_close_logits():
@@ -157,9 +159,9 @@ def test_airbench_in_bfloat16_keeps_float32_parameters_and_close_logits():
   narrow = {'widths': (16, 32, 32)}  # the same layers at a sixteenth of the width
   full = create_model('airbench', narrow, num_classes=10)
   half = create_model('airbench', {**narrow, 'dtype': 'bfloat16'}, num_classes=10)
-  variables = full.init(jax.random.key(0), images)
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(half.init(jax.random.key(0), images)))
-  reference, logits = full.apply(variables, images), half.apply(variables, images)
+  variables = jax.jit(full.init)(jax.random.key(0), images)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(jax.eval_shape(half.init, jax.random.key(0), images)))
+  reference, logits = jax.jit(full.apply)(variables, images), jax.jit(half.apply)(variables, images)
   assert logits.dtype == jnp.float32
   assert 1e-4 < float(jnp.linalg.norm(logits - reference) / jnp.linalg.norm(reference)) < 3e-2  # bf16, not f32
 
