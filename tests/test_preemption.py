@@ -1,6 +1,7 @@
 """SIGTERM to one process of a two-process run (localhost, CPU, gloo): every process saves the same
 step, says so and exits 0; the same command again resumes there and ends bit-identical to an
-uninterrupted two-process run."""
+uninterrupted run (one process of two devices: the same global batches, and a mean of two numbers
+is the same whichever process holds each)."""
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_experiment
 from test_multiprocess import free_port
 from zoo.checkpoints import restore_arrays
 
@@ -124,7 +125,8 @@ def assert_resumed(run: TwoProcesses, step: int) -> None:
 @pytest.mark.slow
 def test_sigterm_to_either_process_stops_both_at_one_saved_step_and_reruns_end_bit_identical(tmp_path):
   reference = tmp_path / 'uninterrupted'
-  finish(TwoProcesses(reference, tmp_path / 'logs-uninterrupted'), timeout=240)
+  result = run_experiment('cifar', f'--workdir={reference}', *FLAGS, devices=2, examples=EXAMPLES, timeout=240)
+  assert result.returncode == 0, result.stderr[-3000:]
 
   workdir = tmp_path / 'w'
   first_stop = interrupt(TwoProcesses(workdir, tmp_path / 'logs-1'), signalled=1, past_step=0)
