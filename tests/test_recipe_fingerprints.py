@@ -24,8 +24,9 @@ FINGERPRINTS = Path(__file__).with_name('recipe_fingerprints.json')
 RECIPES = ('cifar_airbench', 'cifar_airbench_muon')
 # One step per epoch for 4 epochs: the whitening bias stops after 3, lookahead starts at 3; a
 # narrow net keeps it to seconds. Few steps keep the float rounding of another CPU from growing.
+# Evaluated once, on the image alone: evaluation changes no parameter.
 SLICE = dict(train_split='train[:512]', eval_split='train[512:768]', epochs=4, batch_size=512, eval_batch_size=256,
-             tensorboard=False, split_cache='', model_settings={'widths': (16, 32, 32)})
+             tensorboard=False, split_cache='', eval_every_epochs=4, model_settings={'widths': (16, 32, 32), 'tta_level': 0})
 
 
 def fingerprint(recipe: str, workdir, data_dir) -> dict:
