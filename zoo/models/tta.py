@@ -2,8 +2,9 @@
 
 Level 0: the image. Level 1: the image and its mirror image, half each. Level 2: the image and its
 mirror image weigh a half together; each of the two 1-pixel translations (up-left and down-right,
-reflect padding) and its mirror image a quarter together. All views go through `logits` in one
-batch: one call, one compiled graph, and the layers see a batch as large as the GPU can use.
+reflect padding) and its mirror image a quarter together. Each view is its own pass through
+`logits`, as airbench94 has it: inside one compiled program the passes cost what one pass of all
+views would, and only one view's activations need to be held at a time.
 Their measured effect: docs/airbench.md and docs/models.md.
 """
 import jax.numpy as jnp
@@ -13,27 +14,17 @@ from zoo.errors import ZooError
 LEVELS = {0: 'none', 1: 'mirror', 2: 'mirror + 1-pixel translations'}
 
 
-def _views(images, level: int) -> list:
-  mirrored = lambda x: [x, x[:, :, ::-1]]
+def averaged_logits(logits, images, level: int):
+  """`logits(images)` averaged over the views of `level` (LEVELS) of [N, H, W, C] `images`."""
+  if level == 0:
+    return logits(images)
+  mirrored = lambda x: (logits(x) + logits(x[:, :, ::-1])) / 2
   if level == 1:
     return mirrored(images)
   padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
   height, width = images.shape[1:3]
   up_left, down_right = padded[:, :height, :width], padded[:, 2:, 2:]
-  return mirrored(images) + mirrored(up_left) + mirrored(down_right)
-
-
-def averaged_logits(logits, images, level: int):
-  """`logits(images)` averaged over the views of `level` (LEVELS) of [N, H, W, C] `images`."""
-  if level == 0:
-    return logits(images)
-  views = _views(images, level)
-  out = logits(jnp.concatenate(views))
-  n = len(images)
-  pair = lambda i: (out[2 * i * n:(2 * i + 1) * n] + out[(2 * i + 1) * n:(2 * i + 2) * n]) / 2
-  if level == 1:
-    return pair(0)
-  return pair(0) / 2 + (pair(1) + pair(2)) / 4
+  return mirrored(images) / 2 + (mirrored(up_left) + mirrored(down_right)) / 4
 
 
 def check_level(level: int, model: str) -> None:

@@ -151,7 +151,7 @@ class ViT(nn.Module):
 
   def __call__(self, images, train: bool = False):
     self._check(images)
-    # Test-time augmentation: the views in one batch through the same layers (docs/models.md).
+    # Test-time augmentation: each view through the same layers (zoo/models/tta.py; docs/models.md).
     return tta.averaged_logits(lambda x: self.logits(x, train), images, 0 if train else self.tta_level)
 
   @nn.compact
