@@ -52,6 +52,9 @@ def define_flags(defaults: Config, flag_values: flags.FlagValues = FLAGS) -> Non
   flags.DEFINE_string('eval_output', None, '--mode=eval: the folder for eval.json and report/ (default: the '
                       'workdir; for a shipped or packed model, which is only read, ./eval_<dataset>_<model>).',
                       flag_values=flag_values)
+  flags.DEFINE_enum('eval_weights', 'auto', ['auto', 'trained'], '--mode=eval of a run with --ema_decay: auto '
+                    'evaluates the moving average, as the run\'s own evaluations did; trained the weights it '
+                    'averages, to compare the two.', flag_values=flag_values)
   for field in dataclasses.fields(Config):
     if field.name == 'model_settings':  # one flag per setting: _define_model_settings
       continue
@@ -187,7 +190,8 @@ def _evaluate(workdir: Path) -> dict:
   from zoo.training import loop
   overrides = {name: FLAGS[name].value for name in Config.fields_with_role('eval', 'runtime') if FLAGS[name].present}
   return loop.evaluate(workdir, FLAGS.data_dir, step=FLAGS.checkpoint_step,
-                       model_settings=_given_model_settings(FLAGS), output=FLAGS.eval_output, **overrides)
+                       model_settings=_given_model_settings(FLAGS), output=FLAGS.eval_output,
+                       weights=FLAGS.eval_weights, **overrides)
 
 
 def _find_learning_rate() -> dict:

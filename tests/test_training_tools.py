@@ -8,15 +8,16 @@ import json
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import zoo
-from conftest import config_of, mock_data, run_experiment, train_in_process
+from conftest import config_of, last_json_line, mock_data, run_experiment, train_in_process
 from resume_check import assert_resumes_exactly, without_timings
 from zoo import checkpoints, packed
 from zoo.config import Config
 from zoo.errors import ZooError
-from zoo.training import loop
+from zoo.training import builder, loop
 
 DECAY = 0.8
 FLAGS = ('--model=resnet20', '--model.blocks_per_stage=1', '--model.widths=4,8,8', '--optimizer=sgd',
@@ -67,6 +68,25 @@ def test_evaluation_the_report_load_and_a_packed_model_use_the_average(run, tmp_
   images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
   raw = trained.model.apply(ema, trained.preprocess(images), train=False)
   np.testing.assert_allclose(trained.predict(images), jax.nn.softmax(raw), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ZooError, match='is a packed model: it holds the moving average alone; pass --eval_weights=auto'):
+    loop.evaluate(folder, weights='trained')
+
+
+def test_eval_weights_trained_evaluates_the_weights_the_average_follows(run, tmp_path):
+  workdir, history, _ = run
+  result = run_experiment('cifar', '--mode=eval', f'--workdir={workdir}', '--eval_weights=trained',
+                          f'--eval_output={tmp_path}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  evaluation = last_json_line(result.stdout)
+  assert evaluation['weights'] == 'trained' and 'evaluating the trained weights' in result.stderr
+  with mock_data():
+    split = builder.open_workdir(workdir).dataset.load('test')
+  arrays, trained = _arrays(workdir), zoo.load(workdir)
+  logits = trained.model.apply({'params': arrays['params'], 'batch_stats': arrays['batch_stats']},
+                               trained.preprocess(split.inputs), train=False)
+  loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, split.labels).mean())
+  assert evaluation['loss'] == pytest.approx(loss, rel=1e-5)
+  assert evaluation['loss'] != pytest.approx(history[-1]['eval_loss'], rel=1e-5)  # the average's
 
 
 def test_a_run_with_every_tool_resumes_bit_identical(run, tmp_path, caplog):

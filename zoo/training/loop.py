@@ -242,14 +242,16 @@ def _log_progress(config: Config, summary: dict, epoch: int, step: int, total_st
 
 
 def evaluate(workdir, data_dir: str | None = None, step: int | None = None, model_settings: dict | None = None,
-             output=None, **overrides) -> dict:
+             output=None, weights: str = 'auto', **overrides) -> dict:
   """Evaluates a checkpoint of `workdir` (default: the newest) with the config recorded there, but
   for `overrides` of fields whose role is `eval` (`eval_split`, `eval_batch_size`: recorded in
   eval.json) or `runtime`, and `model_settings` whose role is `eval` (airbench's `tta_level`).
   Every example's prediction is computed once, and accuracy, loss, the report's metrics
   (`zoo.report`) and its pictures all come from it: writes eval.json and
   `report/index.html` into `output`, by default the workdir (a packed model, which is only read:
-  `./eval_<dataset>_<model>/`); returns what eval.json holds."""
+  `./eval_<dataset>_<model>/`); returns what eval.json holds. `weights`: 'auto' (the --ema_decay
+  average when the run keeps one, as its own evaluations used) or 'trained' (the weights themselves,
+  to compare the two)."""
   workdir = Path(workdir)
   allowed = Config.fields_with_role('eval', 'runtime')
   if set(overrides) - set(allowed):
@@ -261,6 +263,12 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
     config = dataclasses.replace(config, model_settings={**config.model_settings, **model_settings})
   config.validate(jax.device_count())
   is_packed = packed.is_packed(workdir)
+  if weights not in ('auto', 'trained'):
+    raise ValueError(f'weights={weights!r}: pass auto or trained')
+  weights = config.weights if weights == 'auto' else weights
+  if is_packed and weights == 'trained' and config.ema_decay:
+    raise ZooError(f'{workdir} is a packed model: it holds the moving average alone; pass --eval_weights=auto, or '
+                   'evaluate the workdir it was packed from')
   if not is_packed and checkpoints.create_manager(workdir, read_only=True).latest_step() is None:
     raise ZooError(f'{workdir} has no checkpoint yet; train first (--mode=train) or pass another --workdir')
   eval_split = dataset.load(config.eval_split)
@@ -278,10 +286,11 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
   else:
     manager = checkpoints.create_manager(workdir, read_only=True)
     state, _ = checkpoints.restore(manager, program.init_state(), steps.zero_metrics(mesh), step)
-    state = steps.evaluated(state)
+    if weights == 'ema':
+      state = steps.evaluated(state)
     default_output = workdir
   output = Path(output) if output else default_output
-  log.info('evaluating the %s weights of step %d', config.weights, int(state.step))
+  log.info('evaluating the %s weights of step %d', weights, int(state.step))
   start = time.perf_counter()
   logits = feeds.create_eval(config, program, dataset, eval_split).logits(state)
   labels = eval_split.labels
@@ -292,7 +301,7 @@ def evaluate(workdir, data_dir: str | None = None, step: int | None = None, mode
             'accuracy': sums['accuracy'], 'loss': sums['loss'], 'dataset': config.data_name, 'model': config.model,
             **{k: v for k, v in overrides.items() if k in Config.fields_with_role('eval') and k != 'eval_split'},
             **({'model_settings': model_settings} if model_settings else {}),
-            **({'weights': config.weights} if config.ema_decay else {}),
+            **({'weights': weights} if config.ema_decay else {}),
             **report.classification_metrics(probabilities, labels, class_names)}
   log.info('evaluated %d examples in %.1f s', len(labels), time.perf_counter() - start)
   if _is_chief():
