@@ -217,16 +217,15 @@ def test_airbench_recipe_trains_with_its_whitening_frozen(tmp_path):
 def test_simple_cnn_learns_real_cifar10(tmp_path):
   """A guard against pipeline bugs: chance is 10%.
 
-  One-cycle Adam 3e-3 reached 49.4-50.0 % here (seeds 0-2), and 48.9 % on 2026-12-02 (seed 0,
-  2-core AMD EPYC CPU, this command); the seed's constant Adam 1e-3 only 43-46 % in 2 epochs of
-  10,000 images, which puts a 45 % bar at its median: a bar 4-5 points under what this command
-  measures, far over chance.
+  One epoch of 10,000 images with one-cycle Adam 3e-3 reached 42.7, 41.0 and 40.1 % (seeds 0-2) on
+  2026-12-05 (2-core Intel Xeon CPU, this command; two epochs: 48.9-50.0 %). The bar sits 4 points
+  under the lowest, far over chance: a pipeline bug that scrambles labels or images fails it.
   """
   data_dir = real_data_dir('cifar10')
   history, _ = train_in_process('cifar', f'--data_dir={data_dir}', '--train_split=train[:10000]',
-                                '--eval_split=train[45000:]', '--epochs=2', '--schedule=onecycle',
+                                '--eval_split=train[45000:]', '--epochs=1', '--schedule=onecycle',
                                 '--learning_rate=0.003', f'--workdir={tmp_path}', mock=False)
-  assert history[-1]['eval_accuracy'] >= 0.45, history[-1]
+  assert history[-1]['eval_accuracy'] >= 0.36, history[-1]
 
 
 def test_lookahead_follows_airbench94s_procedure():
