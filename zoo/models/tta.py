@@ -3,8 +3,8 @@
 Level 0: the image. Level 1: the image and its mirror image, half each. Level 2: the image and its
 mirror image weigh a half together; each of the two 1-pixel translations (up-left and down-right,
 reflect padding) and its mirror image a quarter together. Each view is its own pass through
-`logits`, as airbench94 has it: inside one compiled program the passes cost what one pass of all
-views would, and only one view's activations need to be held at a time.
+`logits`, as airbench94 has it, so only one view's activations need to be held at a time (and a
+batch of symbolic size, as export traces it, is never sliced).
 Their measured effect: docs/airbench.md and docs/models.md.
 """
 import jax.numpy as jnp
